@@ -1,0 +1,717 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The compiled frame codec: the hot path of wsfast.
+
+Same classes, results and errors as ``_codec_py`` (its pure-Python twin); see that
+module for the contract. Here frames are parsed straight out of the caller's buffer
+with no Python object per frame header, one object per message, and payloads are
+unmasked, validated and copied with the GIL released when they are large.
+"""
+
+import os
+import zlib
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memmove
+
+from .errors import InvalidOption, ProtocolError
+from ._codec_py import Close, Ping, Pong, is_valid_close_code
+
+cimport cython
+
+cdef extern from "Python.h":
+    object PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
+    const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
+
+__all__ = [
+    "COMPILED", "Message", "Ping", "Pong", "Close", "FrameParser", "FrameEncoder",
+    "apply_mask", "validate_utf8", "is_valid_close_code",
+    "OP_CONT", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG",
+    "DEFAULT_READ_LIMIT",
+]
+
+COMPILED = True
+
+OP_CONT = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+DEFAULT_READ_LIMIT = 16 * 1024 * 1024
+
+cdef Py_ssize_t NOGIL_THRESHOLD = 65536     # release the GIL for buffers at least this large
+cdef Py_ssize_t KEEP_BUFFER = 262144        # shrink reassembly buffers back to this after a big message
+cdef bytes DEFLATE_TAIL = b"\x00\x00\xff\xff"
+cdef str TYPE_TEXT = "text"
+cdef str TYPE_BINARY = "binary"
+cdef int MASK_POOL = 4096
+
+
+# ---------------------------------------------------------------- masking, UTF-8
+
+cdef inline void _mask_copy(uint8_t *dst, const uint8_t *src, Py_ssize_t n, const uint8_t *key) noexcept nogil:
+    """dst = src XOR key (repeated), eight bytes per step."""
+    cdef Py_ssize_t i = 0
+    cdef uint32_t k32
+    cdef uint64_t k64, w
+    memcpy(&k32, key, 4)
+    k64 = (<uint64_t>k32 << 32) | k32
+    while i + 8 <= n:
+        memcpy(&w, src + i, 8)
+        w ^= k64
+        memcpy(dst + i, &w, 8)
+        i += 8
+    while i < n:
+        dst[i] = src[i] ^ key[i & 3]
+        i += 1
+
+
+cdef struct Utf8State:
+    int need       # continuation bytes still expected
+    uint8_t lo     # allowed range of the next continuation byte
+    uint8_t hi
+
+
+cdef inline void _utf8_reset(Utf8State *st) noexcept nogil:
+    st.need = 0
+    st.lo = 0x80
+    st.hi = 0xBF
+
+
+cdef int _utf8_feed(Utf8State *st, const uint8_t *p, Py_ssize_t n) noexcept nogil:
+    """Advance the validator over n bytes; -1 as soon as the input cannot be UTF-8."""
+    cdef Py_ssize_t i = 0
+    cdef int need = st.need
+    cdef uint8_t lo = st.lo, hi = st.hi, c
+    cdef uint64_t w
+    while i < n:
+        if need == 0:
+            while i + 8 <= n:
+                memcpy(&w, p + i, 8)
+                if w & <uint64_t>0x8080808080808080ULL:
+                    break
+                i += 8
+            if i >= n:
+                break
+            c = p[i]
+            i += 1
+            if c < 0x80:
+                continue
+            if c < 0xC2:
+                return -1
+            if c < 0xE0:
+                need = 1
+                lo = 0x80
+                hi = 0xBF
+            elif c < 0xF0:
+                need = 2
+                lo = 0xA0 if c == 0xE0 else 0x80
+                hi = 0x9F if c == 0xED else 0xBF
+            elif c < 0xF5:
+                need = 3
+                lo = 0x90 if c == 0xF0 else 0x80
+                hi = 0x8F if c == 0xF4 else 0xBF
+            else:
+                return -1
+        else:
+            c = p[i]
+            i += 1
+            if c < lo or c > hi:
+                return -1
+            need -= 1
+            lo = 0x80
+            hi = 0xBF
+    st.need = need
+    st.lo = lo
+    st.hi = hi
+    return 0
+
+
+cdef int _utf8_check(Utf8State *st, const uint8_t *p, Py_ssize_t n) noexcept:
+    cdef int r
+    if n >= NOGIL_THRESHOLD:
+        with nogil:
+            r = _utf8_feed(st, p, n)
+        return r
+    return _utf8_feed(st, p, n)
+
+
+def validate_utf8(data):
+    """True when ``data`` (bytes-like) is valid UTF-8."""
+    cdef Py_buffer view
+    cdef Utf8State st
+    cdef int r
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        _utf8_reset(&st)
+        r = _utf8_check(&st, <const uint8_t *>view.buf, view.len)
+    finally:
+        PyBuffer_Release(&view)
+    return r == 0 and st.need == 0
+
+
+def apply_mask(data, mask):
+    """XOR ``data`` with the 4-byte ``mask`` (RFC 6455 §5.3); the operation is its own inverse."""
+    cdef Py_buffer view, kview
+    cdef bytes out
+    PyObject_GetBuffer(mask, &kview, PyBUF_SIMPLE)
+    try:
+        if kview.len != 4:
+            raise InvalidOption("mask must be 4 bytes")
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            out = PyBytes_FromStringAndSize(NULL, view.len)
+            _mask_big(<uint8_t *>PyBytes_AS_STRING(out), <const uint8_t *>view.buf, view.len,
+                      <const uint8_t *>kview.buf)
+        finally:
+            PyBuffer_Release(&view)
+    finally:
+        PyBuffer_Release(&kview)
+    return out
+
+
+cdef inline void _mask_big(uint8_t *dst, const uint8_t *src, Py_ssize_t n, const uint8_t *key) noexcept:
+    if n >= NOGIL_THRESHOLD:
+        with nogil:
+            _mask_copy(dst, src, n, key)
+    else:
+        _mask_copy(dst, src, n, key)
+
+
+# ---------------------------------------------------------------- events
+
+@cython.freelist(256)
+cdef class Message:
+    """A data message: ``type`` is "text" (``data`` a str) or "binary" (``data`` bytes)."""
+
+    cdef readonly str type
+    cdef readonly object data
+
+    def __init__(self, str type, data):
+        self.type = type
+        self.data = data
+
+    def __eq__(self, other):
+        return (getattr(other, "type", None) == self.type
+                and getattr(other, "data", None) == self.data
+                and type(other).__name__ == "Message")
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"Message(type={self.type!r}, data={self.data[:60]!r}, size={len(self.data)})"
+
+    def __reduce__(self):
+        return Message, (self.type, self.data)
+
+
+cdef inline Message _message(str type, object data):
+    cdef Message m = Message.__new__(Message)
+    m.type = type
+    m.data = data
+    return m
+
+
+cdef object _fail(str message, int code=1002):
+    return ProtocolError(message, close_code=code)
+
+
+# ---------------------------------------------------------------- growable byte buffer
+
+cdef struct ByteBuf:
+    uint8_t *data
+    Py_ssize_t len
+    Py_ssize_t cap
+
+
+cdef int _buf_reserve(ByteBuf *b, Py_ssize_t extra) except -1:
+    cdef Py_ssize_t need = b.len + extra, cap
+    cdef uint8_t *p
+    if need <= b.cap:
+        return 0
+    cap = b.cap * 2 if b.cap else 4096
+    while cap < need:
+        cap *= 2
+    p = <uint8_t *>PyMem_Realloc(b.data, cap)
+    if p == NULL:
+        raise MemoryError()
+    b.data = p
+    b.cap = cap
+    return 0
+
+
+cdef int _buf_append(ByteBuf *b, const uint8_t *src, Py_ssize_t n) except -1:
+    _buf_reserve(b, n)
+    if n >= NOGIL_THRESHOLD:
+        with nogil:
+            memcpy(b.data + b.len, src, n)
+    else:
+        memcpy(b.data + b.len, src, n)
+    b.len += n
+    return 0
+
+
+cdef void _buf_shrink(ByteBuf *b) noexcept:
+    """Give back the memory of a big message once it is consumed."""
+    cdef uint8_t *p
+    if b.cap > KEEP_BUFFER and b.len <= KEEP_BUFFER:
+        p = <uint8_t *>PyMem_Realloc(b.data, KEEP_BUFFER)
+        if p != NULL:
+            b.data = p
+            b.cap = KEEP_BUFFER
+
+
+cdef void _buf_free(ByteBuf *b) noexcept:
+    PyMem_Free(b.data)
+    b.data = NULL
+    b.len = 0
+    b.cap = 0
+
+
+# ---------------------------------------------------------------- parser
+
+cdef class FrameParser:
+    """Incremental parser of server-to-client frames.
+
+    ``feed(chunk)`` returns the data messages completed by the chunk, in order;
+    control frames (Ping, Pong, Close) collect in ``control`` until ``take_control()``.
+    On a protocol violation parsing stops: ``error`` holds the ``ProtocolError``
+    (with the close code to send) and the messages completed before it are still
+    returned. After a Close frame the rest of the stream is ignored.
+    """
+
+    cdef readonly Py_ssize_t read_limit
+    cdef Py_ssize_t _wire_limit
+    cdef readonly bint compressed
+    cdef bint _no_context_takeover
+    cdef int _wbits
+    cdef object _inflater
+    cdef ByteBuf _buf          # bytes of a frame not yet complete
+    cdef ByteBuf _msg          # payload of a fragmented message
+    cdef readonly list control
+    cdef readonly object error
+    cdef readonly bint closed
+    cdef bint _msg_open
+    cdef bint _msg_text
+    cdef bint _msg_deflated
+    cdef Py_ssize_t _msg_size
+    cdef Py_ssize_t _msg_wire
+    cdef Utf8State _utf8
+
+    def __cinit__(self):
+        self._buf.data = NULL
+        self._buf.len = 0
+        self._buf.cap = 0
+        self._msg.data = NULL
+        self._msg.len = 0
+        self._msg.cap = 0
+
+    def __init__(self, Py_ssize_t read_limit=DEFAULT_READ_LIMIT, bint compressed=False,
+                 bint no_context_takeover=False, int max_window_bits=15):
+        if read_limit <= 0:
+            read_limit = DEFAULT_READ_LIMIT
+        self.read_limit = read_limit
+        self._wire_limit = read_limit + (read_limit >> 6) + 1024
+        self.compressed = compressed
+        self._no_context_takeover = no_context_takeover
+        self._wbits = -max(9, min(15, max_window_bits))
+        self._inflater = zlib.decompressobj(self._wbits) if compressed else None
+        self.control = []
+        self.error = None
+        self.closed = False
+        self._msg_open = False
+        _utf8_reset(&self._utf8)
+
+    def __dealloc__(self):
+        _buf_free(&self._buf)
+        _buf_free(&self._msg)
+
+    def take_control(self):
+        """Return and clear the control frames received so far."""
+        cdef list control = self.control
+        self.control = []
+        return control
+
+    @property
+    def buffered(self):
+        """Bytes held of a frame not yet complete."""
+        return self._buf.len
+
+    def feed(self, data):
+        """Parse a chunk of bytes (any size, any split); return the completed messages."""
+        cdef list out = []
+        cdef Py_buffer view
+        cdef Py_ssize_t pos, n
+        if self.error is not None or self.closed:
+            return out
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            n = view.len
+            if n == 0:
+                return out
+            if self._buf.len:
+                _buf_append(&self._buf, <const uint8_t *>view.buf, n)
+                pos = self._parse(self._buf.data, self._buf.len, out)
+                if pos:
+                    memmove(self._buf.data, self._buf.data + pos, self._buf.len - pos)
+                    self._buf.len -= pos
+                    _buf_shrink(&self._buf)
+            else:
+                pos = self._parse(<const uint8_t *>view.buf, n, out)
+                if pos < n and not self.closed:
+                    _buf_append(&self._buf, <const uint8_t *>view.buf + pos, n - pos)
+        except ProtocolError as exc:
+            self.error = exc
+            self._buf.len = 0
+        finally:
+            PyBuffer_Release(&view)
+        if self.closed or self.error is not None:
+            self._buf.len = 0
+            _buf_shrink(&self._buf)
+        return out
+
+    cdef Py_ssize_t _parse(self, const uint8_t *buf, Py_ssize_t end, list out) except -1:
+        cdef Py_ssize_t pos = 0, start, hlen
+        cdef uint64_t length
+        cdef uint8_t b0, b1
+        cdef int opcode
+        cdef bint fin
+        cdef object text
+        while end - pos >= 2:
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            fin = (b0 & 0x80) != 0
+            opcode = b0 & 0x0F
+            # The common frame (FIN text/binary, no RSV, unmasked, nothing open) skips the checks.
+            if not ((b0 == 0x81 or b0 == 0x82) and b1 < 0x80 and not self._msg_open):
+                self._check_header(b0, b1)
+            length = b1 & 0x7F
+            hlen = 2
+            if length == 126:
+                if end - pos < 4:
+                    break
+                length = (<uint64_t>buf[pos + 2] << 8) | buf[pos + 3]
+                hlen = 4
+            elif length == 127:
+                if end - pos < 10:
+                    break
+                length = ((<uint64_t>buf[pos + 2] << 56) | (<uint64_t>buf[pos + 3] << 48)
+                          | (<uint64_t>buf[pos + 4] << 40) | (<uint64_t>buf[pos + 5] << 32)
+                          | (<uint64_t>buf[pos + 6] << 24) | (<uint64_t>buf[pos + 7] << 16)
+                          | (<uint64_t>buf[pos + 8] << 8) | <uint64_t>buf[pos + 9])
+                if length >> 63:
+                    raise _fail("frame length has the most significant bit set")
+                hlen = 10
+            if opcode < 8:
+                self._check_length(opcode, b0 & 0x40, length)
+            if <uint64_t>(end - pos - hlen) < length:
+                break
+            start = pos + hlen
+            pos = start + <Py_ssize_t>length
+            if opcode >= 8:
+                self._control(opcode, buf + start, <Py_ssize_t>length)
+                if self.closed:
+                    return pos
+            elif opcode != 0:
+                if fin and not (b0 & 0x40):
+                    if opcode == 1:
+                        out.append(_message(TYPE_TEXT, _decode_text(buf + start, <Py_ssize_t>length)))
+                    else:
+                        out.append(_message(TYPE_BINARY, PyBytes_FromStringAndSize(
+                            <const char *>buf + start, <Py_ssize_t>length)))
+                else:
+                    self._start_message(opcode, b0 & 0x40)
+                    self._fragment(buf + start, <Py_ssize_t>length, fin, out)
+            else:
+                self._fragment(buf + start, <Py_ssize_t>length, fin, out)
+        return pos
+
+    cdef int _check_header(self, uint8_t b0, uint8_t b1) except -1:
+        cdef int opcode = b0 & 0x0F
+        if b1 & 0x80:
+            raise _fail("server frames must not be masked")
+        if b0 & 0x30:
+            raise _fail("reserved bits RSV2/RSV3 set")
+        if opcode >= 8:
+            if opcode > 0xA:
+                raise _fail(f"unknown opcode {opcode:#x}")
+            if b0 & 0x40:
+                raise _fail("reserved bit RSV1 set on a control frame")
+            if not b0 & 0x80:
+                raise _fail("fragmented control frame")
+            if (b1 & 0x7F) > 125:
+                raise _fail("control frame payload over 125 bytes")
+        elif opcode == 0:
+            if not self._msg_open:
+                raise _fail("continuation frame with no message open")
+            if b0 & 0x40:
+                raise _fail("reserved bit RSV1 set on a continuation frame")
+        elif opcode <= 2:
+            if self._msg_open:
+                raise _fail("new data frame inside a fragmented message")
+            if b0 & 0x40 and not self.compressed:
+                raise _fail("reserved bit RSV1 set without a negotiated extension")
+        else:
+            raise _fail(f"unknown opcode {opcode:#x}")
+        return 0
+
+    cdef int _check_length(self, int opcode, int rsv1, uint64_t length) except -1:
+        cdef bint deflated = self._msg_deflated if opcode == 0 else rsv1 != 0
+        cdef uint64_t total
+        if deflated:
+            total = (<uint64_t>self._msg_wire if opcode == 0 else 0) + length
+            if total > <uint64_t>self._wire_limit:
+                raise _fail(f"compressed message over the read limit ({self.read_limit} bytes)", 1009)
+        else:
+            total = (<uint64_t>self._msg_size if opcode == 0 else 0) + length
+            if total > <uint64_t>self.read_limit:
+                raise _fail(f"message over the read limit ({self.read_limit} bytes)", 1009)
+        return 0
+
+    cdef int _control(self, int opcode, const uint8_t *p, Py_ssize_t n) except -1:
+        cdef int code
+        if opcode == 0x9:
+            self.control.append(Ping(PyBytes_FromStringAndSize(<const char *>p, n)))
+        elif opcode == 0xA:
+            self.control.append(Pong(PyBytes_FromStringAndSize(<const char *>p, n)))
+        else:
+            if n == 0:
+                code = 1005
+                reason = ""
+            elif n == 1:
+                raise _fail("close frame with a 1-byte payload")
+            else:
+                code = (p[0] << 8) | p[1]
+                if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+                    raise _fail(f"invalid close code {code}")
+                try:
+                    reason = PyUnicode_DecodeUTF8(<const char *>p + 2, n - 2, NULL)
+                except UnicodeDecodeError:
+                    raise _fail("invalid UTF-8 in close reason", 1007) from None
+            self.control.append(Close(code, reason))
+            self.closed = True
+        return 0
+
+    cdef void _start_message(self, int opcode, int rsv1) noexcept:
+        self._msg_open = True
+        self._msg_text = opcode == 1
+        self._msg_deflated = rsv1 != 0
+        self._msg_size = 0
+        self._msg_wire = 0
+        self._msg.len = 0
+        _utf8_reset(&self._utf8)
+
+    cdef int _fragment(self, const uint8_t *p, Py_ssize_t n, bint fin, list out) except -1:
+        cdef bytes chunk = None
+        cdef const uint8_t *cp = p
+        cdef Py_ssize_t cn = n
+        cdef bint whole
+        cdef object data
+        if self._msg_deflated:
+            self._msg_wire += n
+            if fin:
+                chunk = PyBytes_FromStringAndSize(NULL, n + 4)
+                memcpy(PyBytes_AS_STRING(chunk), p, n)
+                memcpy(PyBytes_AS_STRING(chunk) + n, b"\x00\x00\xff\xff", 4)
+                chunk = self._inflate(chunk)
+            else:
+                chunk = self._inflate(PyBytes_FromStringAndSize(<const char *>p, n))
+            cp = <const uint8_t *>PyBytes_AS_STRING(chunk)
+            cn = PyBytes_GET_SIZE(chunk)
+        whole = fin and self._msg_size == 0   # the message is this one chunk: no reassembly
+        self._msg_size += cn
+        if self._msg_size > self.read_limit:
+            raise _fail(f"message over the read limit ({self.read_limit} bytes)", 1009)
+        if whole:
+            if self._msg_text:
+                data = _decode_text(cp, cn)
+            elif chunk is not None:
+                data = chunk
+            else:
+                data = PyBytes_FromStringAndSize(<const char *>cp, cn)
+        else:
+            if self._msg_text and _utf8_check(&self._utf8, cp, cn) < 0:
+                raise _fail("invalid UTF-8 in text message", 1007)
+            _buf_append(&self._msg, cp, cn)
+            if not fin:
+                return 0
+            if self._msg_text:
+                if self._utf8.need != 0:
+                    raise _fail("invalid UTF-8 in text message", 1007)
+                data = PyUnicode_DecodeUTF8(<const char *>self._msg.data, self._msg.len, NULL)
+            else:
+                data = PyBytes_FromStringAndSize(<const char *>self._msg.data, self._msg.len)
+            self._msg.len = 0
+            _buf_shrink(&self._msg)
+        out.append(_message(TYPE_TEXT if self._msg_text else TYPE_BINARY, data))
+        self._msg_open = False
+        if self._msg_deflated and (self._no_context_takeover or self._inflater.eof):
+            self._inflater = zlib.decompressobj(self._wbits)
+        return 0
+
+    cdef bytes _inflate(self, bytes data):
+        cdef Py_ssize_t remaining = self.read_limit - self._msg_size
+        cdef bytes chunk
+        try:
+            chunk = self._inflater.decompress(data, remaining + 1)
+        except zlib.error as exc:
+            raise _fail(f"invalid compressed data: {exc}", 1007) from None
+        if PyBytes_GET_SIZE(chunk) > remaining:
+            raise _fail(f"message over the read limit ({self.read_limit} bytes) after inflate", 1009)
+        return chunk
+
+
+cdef object _decode_text(const uint8_t *p, Py_ssize_t n):
+    """Decode one whole text payload; 1007 when it is not UTF-8."""
+    cdef Utf8State st
+    if n >= NOGIL_THRESHOLD:
+        # validate with the GIL released; the decode after it is then a fast copy
+        _utf8_reset(&st)
+        if _utf8_check(&st, p, n) < 0 or st.need != 0:
+            raise _fail("invalid UTF-8 in text message", 1007)
+    try:
+        return PyUnicode_DecodeUTF8(<const char *>p, n, NULL)
+    except UnicodeDecodeError:
+        raise _fail("invalid UTF-8 in text message", 1007) from None
+
+
+# ---------------------------------------------------------------- encoder
+
+cdef class FrameEncoder:
+    """Builds masked client-to-server frames, compressing messages when negotiated.
+
+    ``threshold``: messages of this many bytes or more are compressed (0 = all).
+    ``fragment_size``: when > 0, longer messages are split into frames of that size.
+    """
+
+    cdef readonly bint compressed
+    cdef bint _no_context_takeover
+    cdef int _wbits
+    cdef int _level
+    cdef object _deflater
+    cdef public Py_ssize_t threshold
+    cdef public Py_ssize_t fragment_size
+    cdef bytes _pool
+    cdef int _pool_pos
+
+    def __init__(self, bint compressed=False, bint no_context_takeover=False, int max_window_bits=15,
+                 Py_ssize_t threshold=128, int level=6, Py_ssize_t fragment_size=0):
+        # zlib cannot deflate with a 256-byte window: if the server asked for one we
+        # send every message uncompressed, which RFC 7692 allows.
+        self.compressed = compressed and max_window_bits >= 9
+        self._no_context_takeover = no_context_takeover
+        self._wbits = -min(15, max_window_bits)
+        self._level = level
+        self._deflater = self._new_deflater() if self.compressed else None
+        self.threshold = threshold
+        self.fragment_size = fragment_size
+        self._pool = b""
+        self._pool_pos = MASK_POOL
+
+    def _new_deflater(self):
+        return zlib.compressobj(self._level, zlib.DEFLATED, self._wbits)
+
+    cdef inline const uint8_t *_mask_key(self):
+        if self._pool_pos + 4 > MASK_POOL:
+            self._pool = os.urandom(MASK_POOL)
+            self._pool_pos = 0
+        self._pool_pos += 4
+        return <const uint8_t *>PyBytes_AS_STRING(self._pool) + self._pool_pos - 4
+
+    cdef bytes _frame(self, int opcode, const uint8_t *p, Py_ssize_t n, bint fin, bint rsv1):
+        cdef Py_ssize_t hlen = 6 if n < 126 else (8 if n < 65536 else 14)
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, hlen + n)
+        cdef uint8_t *o = <uint8_t *>PyBytes_AS_STRING(out)
+        cdef const uint8_t *key = self._mask_key()
+        cdef int i
+        o[0] = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
+        if n < 126:
+            o[1] = 0x80 | <uint8_t>n
+        elif n < 65536:
+            o[1] = 0x80 | 126
+            o[2] = <uint8_t>(n >> 8)
+            o[3] = <uint8_t>n
+        else:
+            o[1] = 0x80 | 127
+            for i in range(8):
+                o[2 + i] = <uint8_t>((<uint64_t>n) >> (56 - 8 * i))
+        memcpy(o + hlen - 4, key, 4)
+        _mask_big(o + hlen, p, n, key)
+        return out
+
+    def encode_frame(self, int opcode, payload=b"", bint fin=True, bint rsv1=False):
+        """One masked frame with the given opcode and payload, header and payload in one buffer."""
+        cdef Py_buffer view
+        PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+        try:
+            return self._frame(opcode, <const uint8_t *>view.buf, view.len, fin, rsv1)
+        finally:
+            PyBuffer_Release(&view)
+
+    def encode_message(self, data, opcode=None):
+        """The frames of one data message; ``str`` is TEXT, bytes-like BINARY unless ``opcode`` says."""
+        cdef Py_buffer view
+        cdef const char *p
+        cdef Py_ssize_t n
+        cdef int op
+        if isinstance(data, str):
+            op = 1 if opcode is None else opcode
+            if not self.compressed and self.fragment_size <= 0:
+                # hot path: mask straight out of the str's UTF-8 buffer, one copy
+                p = PyUnicode_AsUTF8AndSize(data, &n)
+                return self._frame(op, <const uint8_t *>p, n, True, False)
+            data = (<str>data).encode("utf-8")
+        else:
+            op = 2 if opcode is None else opcode
+        rsv1 = False
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            if self.compressed and view.len >= self.threshold:
+                data = self._deflate(data)
+                rsv1 = True
+            elif self.fragment_size <= 0 or view.len <= self.fragment_size:
+                return self._frame(op, <const uint8_t *>view.buf, view.len, True, False)
+        finally:
+            PyBuffer_Release(&view)
+        return self._frames(op, data, rsv1)
+
+    cdef bytes _frames(self, int op, object payload, bint rsv1):
+        cdef Py_buffer view
+        cdef Py_ssize_t size = self.fragment_size, pos, n, step
+        cdef list frames
+        PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+        try:
+            n = view.len
+            if size <= 0 or n <= size:
+                return self._frame(op, <const uint8_t *>view.buf, n, True, rsv1)
+            frames = [self._frame(op, <const uint8_t *>view.buf, size, False, rsv1)]
+            pos = size
+            while pos < n:
+                step = min(size, n - pos)
+                frames.append(self._frame(0, <const uint8_t *>view.buf + pos, step, pos + step >= n, False))
+                pos += step
+            return b"".join(frames)
+        finally:
+            PyBuffer_Release(&view)
+
+    def encode_close(self, code=1000, str reason=""):
+        """A close frame; ``code`` None sends an empty payload."""
+        if code is None:
+            return self.encode_frame(0x8, b"")
+        return self.encode_frame(0x8, int(code).to_bytes(2, "big") + reason.encode("utf-8"))
+
+    cdef bytes _deflate(self, object payload):
+        cdef object d = self._deflater
+        cdef bytes out = d.compress(payload) + d.flush(zlib.Z_SYNC_FLUSH)
+        if self._no_context_takeover:
+            self._deflater = self._new_deflater()
+        if out.endswith(DEFLATE_TAIL):
+            out = out[:-4]
+        return out
