@@ -9,11 +9,26 @@ from .channels import Channel, Selected, after, select
 from .client import Client, connect
 from .codec import COMPILED, Message
 from .constants import (
-    BINARY, CLOSE_CODES, COMPRESSION, TEXT, TYPE_BINARY, TYPE_CLOSE, TYPE_PING, TYPE_PONG, TYPE_TEXT,
+    BINARY,
+    CLOSE_CODES,
+    COMPRESSION,
+    TEXT,
+    TYPE_BINARY,
+    TYPE_CLOSE,
+    TYPE_PING,
+    TYPE_PONG,
+    TYPE_TEXT,
 )
 from .errors import (
-    ChannelClosed, ConnectError, ConnectionClosed, Error, HandshakeError, InvalidOption,
-    PermissionDenied, ProtocolError, Timeout,
+    ChannelClosed,
+    ConnectError,
+    ConnectionClosed,
+    Error,
+    HandshakeError,
+    InvalidOption,
+    PermissionDenied,
+    ProtocolError,
+    Timeout,
 )
 from .policy import Policy, allow, deny, policy_scope, set_policy
 

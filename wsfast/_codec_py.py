@@ -127,6 +127,31 @@ def validate_utf8(data) -> bool:
     return True
 
 
+def _utf8_prefix_ok(tail: bytes) -> bool:
+    """True when ``tail`` (the 1-3 bytes of an unfinished sequence) can still become a character.
+
+    CPython's incremental decoder holds ``ED A0..BF`` (the start of a UTF-16 surrogate)
+    as merely incomplete; the compiled DFA rejects it at once, and so must we (fail fast).
+    """
+    lead = tail[0]
+    if not 0xC2 <= lead <= 0xF4:
+        return False
+    if len(tail) == 1:
+        return True
+    lo, hi = 0x80, 0xBF
+    if lead == 0xE0:
+        lo = 0xA0
+    elif lead == 0xED:
+        hi = 0x9F
+    elif lead == 0xF0:
+        lo = 0x90
+    elif lead == 0xF4:
+        hi = 0x8F
+    if not lo <= tail[1] <= hi:
+        return False
+    return len(tail) == 2 or 0x80 <= tail[2] <= 0xBF
+
+
 def apply_mask(data, mask) -> bytes:
     """XOR ``data`` with the 4-byte ``mask`` (RFC 6455 §5.3); the operation is its own inverse."""
     n = len(data)
@@ -337,19 +362,23 @@ class FrameParser:
     def _fragment(self, payload, fin, out: list) -> None:
         if self._msg_deflated:
             self._msg_wire += len(payload)
-            chunk = self._inflate(payload)
-            if fin:
-                chunk += self._inflate(_DEFLATE_TAIL)
+            # the tail goes in with the last fragment: one inflate call, one limit, as in _codec.pyx
+            chunk = self._inflate(bytes(payload) + _DEFLATE_TAIL if fin else payload)
         else:
             chunk = payload
         self._msg_size += len(chunk)
         if self._msg_size > self.read_limit:  # an uncompressed one was caught at its header
             raise _fail(f"message over the read limit ({self.read_limit} bytes)", 1009)
         if self._msg_text:
+            decoder = self._decoder
             try:
-                self._parts.append(self._decoder.decode(chunk, bool(fin)))
+                self._parts.append(decoder.decode(chunk, bool(fin)))
             except UnicodeDecodeError:
                 raise _fail("invalid UTF-8 in text message", 1007) from None
+            if not fin:
+                pending = decoder.getstate()[0]
+                if pending and not _utf8_prefix_ok(pending):
+                    raise _fail("invalid UTF-8 in text message", 1007)
         else:
             self._parts.append(bytes(chunk))
         if fin:

@@ -24,7 +24,12 @@ from . import handshake
 from .channels import Channel
 from .constants import BINARY, CLOSE_CODES, TEXT
 from .errors import (
-    ChannelClosed, ConnectError, ConnectionClosed, Error, InvalidOption, Timeout,
+    ChannelClosed,
+    ConnectError,
+    ConnectionClosed,
+    Error,
+    InvalidOption,
+    Timeout,
 )
 from .options import Options, parse_options
 from .policy import Target, check_connect
@@ -288,7 +293,6 @@ class Client:
         """Read, decode and deliver until a close frame, an error or EOF."""
         sock = self._sock
         proto = self._protocol
-        ch = self._channel
         poller = select.poll()
         poller.register(sock.fileno(), _POLLIN)
         buf = bytearray(_READ_BUFFER)

@@ -10,11 +10,10 @@ import os
 
 if os.environ.get("WSFAST_PURE_PYTHON", "") not in ("", "0"):
     from ._codec_py import *  # noqa: F403
-    from ._codec_py import __all__
+    from ._codec_py import __all__  # noqa: F401
 else:
     try:
         from ._codec import *  # noqa: F403
-        from ._codec import __all__
+        from ._codec import __all__  # noqa: F401
     except ImportError:  # not built: no compiler at install time, or WSFAST_NO_EXTENSIONS=1
         from ._codec_py import *  # noqa: F403
-        from ._codec_py import __all__

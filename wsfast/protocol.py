@@ -81,7 +81,8 @@ class Protocol:
             if isinstance(event, Close):
                 self.close_received = event
                 # echo the peer's code (none if it sent none), RFC 6455 §5.5.1
-                self.pending.append((_OP_CLOSE, None if event.code == CLOSE_CODES.NO_STATUS else event.code, ""))
+                code = None if event.code == CLOSE_CODES.NO_STATUS else event.code
+                self.pending.append((_OP_CLOSE, code, ""))
                 self.state = CLOSED
             elif isinstance(event, Ping):
                 self.pending.append((_OP_PONG, event.data, None))
