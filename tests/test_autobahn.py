@@ -1,0 +1,111 @@
+"""The Autobahn client test suite, served by kosoku's fuzzing server, against wsfast.
+
+A wsfast echo client (permessage-deflate offered) runs every case; each must end
+OK, NON-STRICT or INFORMATIONAL, with a clean (or informational) close. The fast
+subset runs on every path; 9.* and the long 12.*/13.* compression cases are marked
+``slow`` (``make test`` runs them on the compiled path).
+
+Each run writes its counts to ``.autobahn/<path>-<name>.json`` for the release notes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import pathlib
+import threading
+
+import pytest
+
+import wsfast
+from wsfast import codec
+
+kosoku = pytest.importorskip("kosoku", reason="kosoku needs Python 3.10+")
+
+PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}
+PASSING_CLOSE = {"OK", "INFORMATIONAL"}
+AGENT = "wsfast"
+REPORT_DIR = pathlib.Path(__file__).resolve().parent.parent / ".autobahn"
+
+
+def _echo_cases(port: int, errors: list) -> None:
+    """The client side of the run: Autobahn's getCaseCount / runCase / updateReports protocol."""
+    base = f"ws://127.0.0.1:{port}"
+    try:
+        with wsfast.connect(f"{base}/getCaseCount") as client:
+            msg, ok = client.channel().receive(timeout=30)
+            count = int(msg.data)
+        for case in range(1, count + 1):
+            try:
+                # threshold 0: kosoku's 12.x/13.x cases need every echo compressed (DESIGN §5)
+                client = wsfast.connect(f"{base}/runCase?case={case}&agent={AGENT}",
+                                        compression=wsfast.COMPRESSION.CONTEXT_TAKEOVER,
+                                        compression_threshold=0, read_limit=64 * 1024 * 1024,
+                                        close_timeout=5)
+            except wsfast.Error as exc:
+                errors.append(f"case {case}: connect failed: {exc!r}")
+                continue
+            for msg in client.channel():
+                try:
+                    client.send(msg.data)
+                except wsfast.ConnectionClosed:
+                    pass   # the case closed the connection; the channel ends next
+            # the channel closes only once the connection has ended
+        client = wsfast.connect(f"{base}/updateReports?agent={AGENT}")
+        for _ in client.channel():
+            pass
+    except Exception as exc:  # reported by the test, not lost in the thread
+        errors.append(repr(exc))
+
+
+async def _run(cases: list) -> list:
+    errors: list = []
+    async with kosoku.run_fuzzingserver(cases=cases, port=0) as server:
+        driver = threading.Thread(target=_echo_cases, args=(server.port, errors), daemon=True)
+        driver.start()
+        try:
+            results = await server.get_result()
+        except kosoku.FailureError as exc:
+            results = exc.results
+    driver.join(30)
+    assert not driver.is_alive(), "the echo client did not finish"
+    assert not errors, errors
+    return results
+
+
+def _check(name: str, cases: list) -> None:
+    results = asyncio.run(_run(cases))
+    counts = collections.Counter(r.behavior.value for r in results)
+    close_counts = collections.Counter(r.behavior_close.value for r in results)
+    path = "compiled" if codec.COMPILED else "pure"
+    REPORT_DIR.mkdir(exist_ok=True)
+    (REPORT_DIR / f"{path}-{name}.json").write_text(json.dumps(
+        {"cases": cases, "total": len(results), "behavior": counts, "close": close_counts}, indent=1))
+    bad = [(r.case_id, r.behavior.value, r.behavior_close.value, r.result)
+           for r in results
+           if r.behavior.value not in PASSING or r.behavior_close.value not in PASSING_CLOSE]
+    print(f"\nAutobahn {name} ({path}): {len(results)} cases, {dict(counts)}, close {dict(close_counts)}")
+    assert results, "no case ran"
+    assert not bad, bad
+
+
+def test_autobahn_framing_pings_closing_utf8():
+    """Cases 1.* to 7.* and 10.*: framing, pings, reserved bits, opcodes, fragments, UTF-8, close."""
+    _check("core", ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "10.*"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_autobahn_limits_and_performance():
+    """Cases 9.*: large messages and many frames."""
+    _check("limits", ["9.*"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+@pytest.mark.skipif(os.environ.get("WSFAST_SKIP_AUTOBAHN_DEFLATE") == "1", reason="asked to skip")
+def test_autobahn_permessage_deflate():
+    """Cases 12.* and 13.*: permessage-deflate with every parameter combination."""
+    _check("deflate", ["12.*", "13.*"])

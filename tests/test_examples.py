@@ -1,0 +1,19 @@
+"""The examples in examples/ run to completion against their local server."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", ["basic", "options", "chat", "price_stream"])
+def test_example_runs(name):
+    proc = subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py")], cwd=EXAMPLES,
+                          capture_output=True, text=True, timeout=50, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip(), "the example printed nothing"
