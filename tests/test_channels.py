@@ -1,0 +1,753 @@
+"""Channels, select and after(): Go semantics under many threads."""
+
+from __future__ import annotations
+
+import collections
+import gc
+import random
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from wsfast.channels import Channel, Selected, after, select
+from wsfast.errors import ChannelClosed, InvalidOption, Timeout
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def spawn(fn, *args):
+    t = threading.Thread(target=fn, args=args, daemon=True)
+    t.start()
+    return t
+
+
+def wait_until(cond, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.002)
+
+
+# -- basic semantics ---------------------------------------------------------------------
+
+
+def test_buffered_channel_is_fifo():
+    ch = Channel(5)
+    for i in range(5):
+        assert ch.send(i) is True
+    assert len(ch) == 5
+    assert [ch.receive() for _ in range(5)] == [(i, True) for i in range(5)]
+    assert len(ch) == 0
+
+
+def test_capacity_and_closed_properties():
+    ch = Channel(3)
+    assert ch.capacity == 3 and not ch.closed
+    ch.close()
+    assert ch.closed
+    assert Channel().capacity == 0
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "3", True, None])
+def test_invalid_capacity_rejected(bad):
+    with pytest.raises(InvalidOption):
+        Channel(bad)
+
+
+def test_rendezvous_send_blocks_until_received():
+    ch = Channel()
+    done = threading.Event()
+
+    def sender():
+        ch.send("x")
+        done.set()
+
+    spawn(sender)
+    assert not done.wait(0.15)  # nobody received yet
+    assert ch.receive() == ("x", True)
+    assert done.wait(5)
+
+
+def test_rendezvous_receive_blocks_until_sent():
+    ch = Channel()
+    got = []
+    t = spawn(lambda: got.append(ch.receive()))
+    time.sleep(0.05)
+    assert not got
+    assert ch.send(7) is True
+    t.join(5)
+    assert got == [(7, True)]
+
+
+def test_send_blocks_while_full():
+    ch = Channel(1)
+    ch.send(1)
+    done = threading.Event()
+    spawn(lambda: (ch.send(2), done.set()))
+    assert not done.wait(0.1)
+    assert ch.receive() == (1, True)
+    assert done.wait(5)
+    assert ch.receive() == (2, True)
+
+
+def test_close_delivers_buffered_values_then_not_ok():
+    ch = Channel(3)
+    ch.send("a")
+    ch.send("b")
+    ch.close()
+    assert ch.receive() == ("a", True)
+    assert ch.receive() == ("b", True)
+    assert ch.receive() == (None, False)
+    assert ch.receive() == (None, False)
+
+
+def test_close_is_idempotent():
+    ch = Channel(1)
+    ch.close()
+    ch.close()
+    assert ch.closed
+
+
+def test_send_on_closed_channel_raises():
+    ch = Channel(1)
+    ch.close()
+    with pytest.raises(ChannelClosed):
+        ch.send(1)
+    with pytest.raises(ChannelClosed):
+        ch.send(1, timeout=0)
+
+
+def test_close_wakes_blocked_receivers():
+    ch = Channel(2)
+    results = []
+    threads = [spawn(lambda: results.append(ch.receive())) for _ in range(3)]
+    time.sleep(0.05)
+    ch.close()
+    for t in threads:
+        t.join(5)
+    assert results == [(None, False)] * 3
+
+
+@pytest.mark.parametrize("capacity", [0, 1])
+def test_close_wakes_blocked_senders_with_channel_closed(capacity):
+    ch = Channel(capacity)
+    if capacity:
+        ch.send("fill")
+    errors = []
+
+    def sender():
+        try:
+            ch.send("x")
+        except ChannelClosed as exc:
+            errors.append(exc)
+
+    threads = [spawn(sender) for _ in range(3)]
+    wait_until(lambda: len(ch._sendq) == 3)
+    ch.close()
+    for t in threads:
+        t.join(5)
+    assert len(errors) == 3
+    if capacity:
+        assert ch.receive() == ("fill", True)
+    assert ch.receive() == (None, False)
+
+
+def test_iteration_stops_when_closed_and_drained():
+    ch = Channel(10)
+
+    def producer():
+        for i in range(100):
+            ch.send(i)
+        ch.close()
+
+    spawn(producer)
+    assert list(ch) == list(range(100))
+
+
+def test_len_counts_buffered_values():
+    ch = Channel(4)
+    assert len(ch) == 0
+    ch.send(1)
+    ch.send(2)
+    assert len(ch) == 2
+    ch.receive()
+    assert len(ch) == 1
+
+
+def test_empty_channel_is_still_truthy():
+    assert Channel(3) and Channel()
+
+
+def test_receive_timeout_raises_within_bound():
+    ch = Channel(1)
+    start = time.monotonic()
+    with pytest.raises(Timeout):
+        ch.receive(timeout=0.1)
+    elapsed = time.monotonic() - start
+    assert 0.09 <= elapsed < 2.0
+    assert not ch._recvq  # the timed-out waiter is gone
+
+
+def test_receive_timeout_zero_polls():
+    ch = Channel(1)
+    with pytest.raises(Timeout):
+        ch.receive(timeout=0)
+    ch.send(5)
+    assert ch.receive(timeout=0) == (5, True)
+    ch.close()
+    assert ch.receive(timeout=0) == (None, False)
+
+
+def test_send_timeout_returns_false_without_sending():
+    ch = Channel(1)
+    ch.send(1)
+    assert ch.send(2, timeout=0.05) is False
+    assert ch.send(2, timeout=0) is False
+    assert not ch._sendq
+    assert ch.receive() == (1, True)
+    assert len(ch) == 0
+
+
+def test_rendezvous_send_timeout_when_nobody_receives():
+    ch = Channel()
+    assert ch.send(1, timeout=0.05) is False
+    assert not ch._sendq
+    with pytest.raises(Timeout):
+        ch.receive(timeout=0)
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), "1s", True])
+def test_invalid_timeout_rejected(bad):
+    with pytest.raises(InvalidOption):
+        Channel(1).receive(timeout=bad)
+
+
+# -- select -------------------------------------------------------------------------------
+
+
+def test_select_chooses_randomly_among_ready_cases():
+    a, b = Channel(1), Channel(1)
+    counts = collections.Counter()
+    for _ in range(2000):
+        if not len(a):
+            a.send("a")
+        if not len(b):
+            b.send("b")
+        r = select(a.case_receive(), b.case_receive())
+        counts[r.value] += 1
+    assert 0.35 * 2000 <= counts["a"] <= 0.65 * 2000
+    assert counts["a"] + counts["b"] == 2000
+
+
+def test_select_chooses_randomly_among_three():
+    chans = [Channel(1) for _ in range(3)]
+    counts = collections.Counter()
+    for _ in range(3000):
+        for i, ch in enumerate(chans):
+            if not len(ch):
+                ch.send(i)
+        counts[select(*[c.case_receive() for c in chans]).value] += 1
+    for i in range(3):
+        assert 700 <= counts[i] <= 1300
+
+
+def test_select_returns_selected_fields():
+    a, b = Channel(1), Channel(1)
+    b.send("v")
+    r = select(a.case_receive(), b.case_receive())
+    assert isinstance(r, Selected)
+    assert r == Selected(b, "v", True, False)
+    assert r.channel is b and r.value == "v" and r.ok and not r.default
+
+
+def test_select_accepts_a_list_of_cases():
+    a = Channel(1)
+    a.send(1)
+    assert select([a.case_receive()]).value == 1
+
+
+def test_select_default_when_none_ready():
+    a, b = Channel(), Channel(1)
+    r = select(a.case_receive(), b.case_receive(), default=True)
+    assert r == Selected(None, None, False, True)
+    assert not a._recvq and not b._recvq
+    b.send(1)
+    assert select(a.case_receive(), b.case_receive(), default=True) == Selected(b, 1, True, False)
+
+
+def test_select_without_cases():
+    assert select(default=True).default
+    with pytest.raises(InvalidOption):
+        select()
+    with pytest.raises(InvalidOption):
+        select("not a case")
+
+
+def test_select_blocks_until_a_value_arrives():
+    a, b = Channel(), Channel()
+    spawn(lambda: (time.sleep(0.05), b.send("late")))
+    r = select(a.case_receive(), b.case_receive())
+    assert r.channel is b and r.value == "late" and r.ok
+    assert not a._recvq and not b._recvq
+
+
+def test_select_send_case_on_buffered_channel():
+    a, b = Channel(1), Channel(1)
+    a.send("full")
+    r = select(a.case_send("x"), b.case_send("y"))
+    assert r == Selected(b, None, True, False)
+    assert b.receive() == ("y", True)
+
+
+def test_select_send_case_on_rendezvous_channel_waits_for_receiver():
+    a = Channel()
+    got = []
+    t = spawn(lambda: (time.sleep(0.05), got.append(a.receive())))
+    r = select(a.case_send(42))
+    assert r.channel is a and r.ok
+    t.join(5)
+    assert got == [(42, True)]
+
+
+def test_select_send_on_closed_channel_raises():
+    a = Channel(1)
+    a.close()
+    with pytest.raises(ChannelClosed):
+        select(a.case_send(1))
+
+
+def test_select_send_case_raises_when_closed_while_blocked():
+    a = Channel()
+    spawn(lambda: (time.sleep(0.05), a.close()))
+    with pytest.raises(ChannelClosed):
+        select(a.case_send(1))
+
+
+def test_select_receive_wakes_on_close():
+    a, b = Channel(), Channel(2)
+    spawn(lambda: (time.sleep(0.05), b.close()))
+    r = select(a.case_receive(), b.case_receive())
+    assert r == Selected(b, None, False, False)
+    assert not a._recvq
+
+
+def test_select_closed_drained_channel_is_ready_with_ok_false():
+    a = Channel(1)
+    a.close()
+    assert select(a.case_receive(), Channel().case_receive()) == Selected(a, None, False, False)
+
+
+def test_select_timeout():
+    a, b = Channel(), Channel(1)
+    start = time.monotonic()
+    with pytest.raises(Timeout):
+        select(a.case_receive(), b.case_receive(), timeout=0.1)
+    assert 0.09 <= time.monotonic() - start < 2.0
+    assert not a._recvq and not b._recvq
+
+
+def test_select_does_not_match_itself():
+    a = Channel()
+    with pytest.raises(Timeout):
+        select(a.case_send(1), a.case_receive(), timeout=0.05)
+    assert not a._recvq and not a._sendq
+
+
+def test_select_matches_another_select_on_rendezvous_channel():
+    a = Channel()
+    got = []
+    t = spawn(lambda: got.append(select(a.case_receive(), Channel().case_receive())))
+    time.sleep(0.05)
+    r = select(a.case_send("hi"), Channel().case_send("no"))
+    t.join(5)
+    assert r.channel is a
+    assert got[0].value == "hi" and got[0].channel is a
+
+
+# -- stress -------------------------------------------------------------------------------
+
+
+def test_stress_many_producers_and_consumers_exactly_once():
+    ch = Channel(16)
+    producers, per = 8, 20_000
+    results = [[] for _ in range(4)]
+
+    def produce(p):
+        for i in range(per):
+            ch.send((p, i))
+
+    def consume(out):
+        for v in ch:
+            out.append(v)
+
+    consumers = [spawn(consume, out) for out in results]
+    prods = [spawn(produce, p) for p in range(producers)]
+    for t in prods:
+        t.join(30)
+    ch.close()
+    for t in consumers:
+        t.join(30)
+    allv = [v for out in results for v in out]
+    assert len(allv) == producers * per
+    assert len(set(allv)) == producers * per
+    # per-producer order is preserved within each consumer
+    for out in results:
+        last = {}
+        for p, i in out:
+            assert i > last.get(p, -1)
+            last[p] = i
+
+
+def test_stress_select_over_shared_channels_exactly_once():
+    chans = [Channel(0), Channel(1), Channel(4)]
+    senders, per, selectors = 4, 3000, 6
+    results = [[] for _ in range(selectors)]
+
+    def send(s):
+        rnd = random.Random(s)
+        for i in range(per):
+            if i % 2:
+                chans[rnd.randrange(3)].send((s, i))
+            else:  # a select sending on all three: matches whichever is ready
+                v = (s, i)
+                select(*[c.case_send(v) for c in chans])
+
+    def selector(out):
+        open_ = list(chans)
+        while open_:
+            r = select(*[c.case_receive() for c in open_])
+            if r.ok:
+                out.append(r.value)
+            else:
+                open_.remove(r.channel)
+
+    sels = [spawn(selector, out) for out in results]
+    snds = [spawn(send, s) for s in range(senders)]
+    for t in snds:
+        t.join(40)
+    for c in chans:
+        c.close()
+    for t in sels:
+        t.join(40)
+        assert not t.is_alive()
+    allv = [v for out in results for v in out]
+    assert len(allv) == senders * per
+    assert len(set(allv)) == senders * per
+    for c in chans:
+        assert not c._recvq and not c._sendq
+
+
+def test_stress_select_with_timeouts_and_defaults_loses_nothing():
+    a, b = Channel(0), Channel(2)
+    n = 4000
+    got = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def consumer():
+        while not stop.is_set() or len(b):
+            try:
+                r = select(a.case_receive(), b.case_receive(), timeout=0.001)
+            except Timeout:
+                continue
+            with lock:
+                got.append(r.value)
+
+    def poller():
+        while not stop.is_set() or len(b):
+            r = select(a.case_receive(), b.case_receive(), default=True)
+            if r.default:
+                time.sleep(0.0005)  # let the other threads run
+            else:
+                with lock:
+                    got.append(r.value)
+
+    threads = [spawn(consumer), spawn(consumer), spawn(poller)]
+    for i in range(n):
+        (a if i % 3 == 0 else b).send(i)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert sorted(got) == list(range(n))
+
+
+def test_stress_rendezvous_exactly_once():
+    ch = Channel()
+    senders, per = 4, 3000
+    results = [[] for _ in range(4)]
+
+    def send(s):
+        for i in range(per):
+            ch.send((s, i))
+
+    def recv(out):
+        for v in ch:
+            out.append(v)
+
+    rs = [spawn(recv, out) for out in results]
+    ss = [spawn(send, s) for s in range(senders)]
+    for t in ss:
+        t.join(40)
+    ch.close()
+    for t in rs:
+        t.join(40)
+    allv = [v for out in results for v in out]
+    assert len(allv) == senders * per == len(set(allv))
+
+
+# -- after ----------------------------------------------------------------------------------
+
+
+def test_after_fires_within_bound():
+    start = time.monotonic()
+    timer = after("50ms")
+    value, ok = timer.receive(timeout=5)
+    elapsed = time.monotonic() - start
+    assert ok and 0.04 <= elapsed < 1.0
+    assert abs(value - time.time()) < 1.0
+    assert timer.capacity == 1 and not timer.closed
+
+
+def test_after_accepts_milliseconds_and_timedelta():
+    for d in (30, 30.0, timedelta(milliseconds=30)):
+        start = time.monotonic()
+        after(d).receive(timeout=5)
+        assert 0.02 <= time.monotonic() - start < 1.0
+
+
+def test_after_zero_fires_immediately():
+    assert after(0).receive(timeout=0)[1] is True
+    assert after("0s").receive(timeout=0)[1] is True
+
+
+def test_after_rejects_bad_durations():
+    for bad in ("-1s", "abc", -5, None, True):
+        with pytest.raises(InvalidOption):
+            after(bad)
+
+
+def test_after_fires_once_and_stays_open():
+    timer = after("10ms")
+    assert timer.receive(timeout=5)[1]
+    with pytest.raises(Timeout):
+        timer.receive(timeout=0.1)
+
+
+def test_after_in_select_like_the_heartbeat_example():
+    ch = Channel(1)
+    heartbeat = after("50ms")
+    r = select(ch.case_receive(), heartbeat.case_receive())
+    assert r.channel is heartbeat and r.ok
+
+
+def test_many_timers_share_one_thread():
+    after("1ms").receive(timeout=5)  # make sure the timer thread exists
+    before = threading.active_count()
+    timers = [after(random.uniform(10, 200)) for _ in range(1000)]
+    assert threading.active_count() <= before + 1
+    for t in timers:
+        assert t.receive(timeout=10)[1]
+    assert threading.active_count() <= before + 1
+
+
+def test_timers_fire_in_deadline_order():
+    durations = ["120ms", "40ms", "80ms", "10ms", "160ms"]
+    timers = [after(d) for d in durations]
+    fired = [t.receive(timeout=5)[0] for t in timers]
+    by_deadline = [fired[i] for i in sorted(range(5), key=lambda i: [120, 40, 80, 10, 160][i])]
+    assert by_deadline == sorted(by_deadline)
+
+
+def test_unreferenced_timers_are_dropped():
+    from wsfast.channels import _timers
+
+    for _ in range(5000):
+        after("1h")  # never received: garbage right away
+    gc.collect()
+    after("1h")
+    with _timers._cond:
+        live = sum(1 for e in _timers._heap if e[2]() is not None)
+        assert len(_timers._heap) < 4000
+    assert live <= len(_timers._heap)
+
+
+# -- internal batch path -------------------------------------------------------------------
+
+
+def test_send_batch_fits_in_one_round():
+    ch = Channel(8)
+    assert ch._send_batch([1, 2, 3]) == 3
+    assert ch._send_batch([0, 4, 5], start=1) == 3
+    assert list(ch._buf) == [1, 2, 3, 4, 5]
+
+
+def test_send_batch_hands_values_to_waiting_receivers():
+    ch = Channel(4)
+    got = []
+    threads = [spawn(lambda: got.append(ch.receive())) for _ in range(2)]
+    wait_until(lambda: len(ch._recvq) == 2)
+    assert ch._send_batch(["a", "b", "c"]) == 3
+    for t in threads:
+        t.join(5)
+    assert sorted(got) == [("a", True), ("b", True)]
+    assert ch.receive() == ("c", True)
+
+
+def test_send_batch_wakes_a_select():
+    ch = Channel(4)
+    got = []
+    t = spawn(lambda: got.append(select(Channel().case_receive(), ch.case_receive())))
+    wait_until(lambda: len(ch._recvq) == 1)
+    ch._send_batch([1, 2])
+    t.join(5)
+    assert got[0].value == 1 and got[0].channel is ch
+    assert ch.receive() == (2, True)
+
+
+def test_send_batch_blocks_when_full_then_completes_as_consumers_drain():
+    ch = Channel(4)
+    items = list(range(50))
+    result = []
+    t = spawn(lambda: result.append(ch._send_batch(items)))
+    wait_until(lambda: len(ch) == 4)
+    time.sleep(0.05)
+    assert t.is_alive() and not result  # blocked for room
+    received = [ch.receive(timeout=5)[0] for _ in range(50)]
+    t.join(5)
+    assert result == [50]
+    assert received == items
+
+
+def test_interrupt_senders_makes_send_batch_return_early():
+    ch = Channel(2)
+    result = []
+    t = spawn(lambda: result.append(ch._send_batch(list(range(10)))))
+    wait_until(lambda: len(ch._batchq) == 1)
+    ch._interrupt_senders()
+    t.join(5)
+    assert result == [2]
+    assert not ch._interrupted  # consumed
+    # resuming from the returned index completes once consumers drain
+    t = spawn(lambda: result.append(ch._send_batch(list(range(10)), 2)))
+    assert [ch.receive(timeout=5)[0] for _ in range(10)] == list(range(10))
+    t.join(5)
+    assert result == [2, 10]
+
+
+def test_interrupt_before_send_batch_is_consumed_by_next_return():
+    ch = Channel(2)
+    ch._interrupt_senders()
+    assert ch._send_batch([1, 2, 3]) == 2  # would block: returns at once instead
+    assert not ch._interrupted
+    ch.receive()
+    ch.receive()
+    assert ch._send_batch([1, 2, 3], 2) == 3
+
+
+def test_send_batch_on_closed_channel_raises():
+    ch = Channel(2)
+    ch.close()
+    with pytest.raises(ChannelClosed):
+        ch._send_batch([1])
+
+
+def test_close_wakes_blocked_send_batch():
+    ch = Channel(1)
+    errors = []
+
+    def run():
+        try:
+            ch._send_batch([1, 2, 3])
+        except ChannelClosed as exc:
+            errors.append(exc)
+
+    t = spawn(run)
+    wait_until(lambda: len(ch._batchq) == 1)
+    ch.close()
+    t.join(5)
+    assert len(errors) == 1
+    assert ch.receive() == (1, True)
+    assert ch.receive() == (None, False)
+
+
+def test_send_batch_stress_with_concurrent_consumers():
+    ch = Channel(32)
+    n = 100_000
+    out = [[] for _ in range(3)]
+
+    def consume(o):
+        for v in ch:
+            o.append(v)
+
+    cs = [spawn(consume, o) for o in out]
+    items = list(range(n))
+    i = 0
+    while i < n:
+        i = ch._send_batch(items[i:i + 500]) + i
+    ch.close()
+    for t in cs:
+        t.join(30)
+    allv = [v for o in out for v in o]
+    assert sorted(allv) == items
+    for o in out:
+        assert o == sorted(o)
+
+
+# -- interrupted waits ----------------------------------------------------------------------
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@pytest.fixture
+def interrupt_main_soon():
+    """Raise _Interrupted in the main thread (via SIGUSR1) shortly after being called."""
+    import os
+    import signal
+
+    if not hasattr(signal, "pthread_kill"):
+        pytest.skip("needs POSIX signals")
+
+    def handler(signum, frame):
+        raise _Interrupted()
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    main = threading.main_thread().ident
+    assert threading.get_ident() == main
+
+    def arm(delay=0.05):
+        spawn(lambda: (time.sleep(delay), os.kill(os.getpid(), signal.SIGUSR1)))
+
+    yield arm
+    signal.signal(signal.SIGUSR1, old)
+
+
+def test_interrupted_receive_leaves_no_waiter(interrupt_main_soon):
+    ch = Channel(1)
+    interrupt_main_soon()
+    with pytest.raises(_Interrupted):
+        ch.receive()
+    assert not ch._recvq
+    ch.send(1)
+    assert ch.receive(timeout=0) == (1, True)
+
+
+def test_interrupted_select_leaves_no_waiters(interrupt_main_soon):
+    a, b = Channel(), Channel(1)
+    interrupt_main_soon()
+    with pytest.raises(_Interrupted):
+        select(a.case_receive(), b.case_receive())
+    assert not a._recvq and not b._recvq
+
+
+def test_interrupted_send_leaves_no_waiter(interrupt_main_soon):
+    ch = Channel()
+    interrupt_main_soon()
+    with pytest.raises(_Interrupted):
+        ch.send("x")
+    assert not ch._sendq
+    assert ch.send("y", timeout=0) is False

@@ -1,0 +1,631 @@
+"""Go-style channels, ``select`` and timers for plain threads.
+
+Design (Go's runtime, transposed):
+
+* Each :class:`Channel` has one ``threading.Lock`` guarding a deque buffer and two
+  queues of parked waiters (receivers, senders). The common case -- ``receive`` on a
+  channel holding values -- is one lock round and a ``popleft``.
+* A blocked operation parks on a waiter's own lock (acquired at creation; whoever
+  completes the operation hands over the value, then releases it). A waiter of a plain
+  ``send``/``receive`` belongs to one queue, so popping it under the channel lock makes
+  the popper its only owner. The waiters of one ``select`` sit in several queues and
+  share a *claim* lock: a thread that wants to complete one of them must win
+  ``claim.acquire(False)`` first, so exactly one case of a select ever completes.
+* ``select`` locks all its channels (in ``id`` order, so no two selects deadlock), tries
+  the cases in random order (Go's fairness), and only if none is ready enqueues one
+  waiter per case before it parks. Holding every lock while enqueueing means a select
+  never matches with itself.
+* :func:`after` timers share one daemon thread and a heap; pending timers whose channel
+  nobody references any more are dropped.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import numbers
+import os
+import random
+import threading
+import time
+import weakref
+from collections import deque
+from typing import Any, Iterator, List, NamedTuple, Optional, Tuple
+
+from .errors import ChannelClosed, InvalidOption, Timeout
+from .options import parse_duration
+
+__all__ = ["Channel", "Selected", "select", "after"]
+
+_allocate_lock = threading.Lock
+_random = random.random
+_TIMEOUT_MAX = threading.TIMEOUT_MAX
+_EMPTY = object()
+
+
+def _check_timeout(timeout: Any) -> float:
+    """A timeout in seconds, clamped to what ``Lock.acquire`` accepts."""
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise InvalidOption(f"timeout must be a number of seconds or None, got {timeout!r}")
+    t = float(timeout)
+    if math.isnan(t) or t < 0:
+        raise InvalidOption(f"timeout must be >= 0 seconds, got {timeout!r}")
+    return t if t < _TIMEOUT_MAX else _TIMEOUT_MAX
+
+
+class _SelectState:
+    """Shared by the waiters of one blocked ``select``."""
+
+    __slots__ = ("claim", "park", "fired")
+
+    def __init__(self) -> None:
+        self.claim = _allocate_lock()
+        self.park = _allocate_lock()
+        self.park.acquire()
+        self.fired: Optional[_Waiter] = None
+
+
+class _Waiter:
+    """A parked send or receive; ``value``/``ok`` are filled in by whoever completes it."""
+
+    __slots__ = ("park", "sel", "value", "ok", "case")
+
+    def __init__(self, park: Any, sel: Optional[_SelectState] = None,
+                 value: Any = None, case: int = -1) -> None:
+        self.park = park
+        self.sel = sel
+        self.value = value
+        self.ok = False
+        self.case = case
+
+
+def _new_park() -> Any:
+    lock = _allocate_lock()
+    lock.acquire()
+    return lock
+
+
+def _claim(w: _Waiter) -> bool:
+    """Own ``w`` (already popped from its queue). False: its select completed elsewhere."""
+    sel = w.sel
+    if sel is None:
+        return True
+    if sel.claim.acquire(False):
+        sel.fired = w
+        return True
+    return False
+
+
+class Channel:
+    """A Go channel: FIFO, bounded by ``capacity`` (0: rendezvous), closable.
+
+    ``send`` blocks while the channel is full, ``receive`` while it is empty. After
+    ``close()`` buffered values are still delivered, then ``receive`` returns
+    ``(None, False)``. Safe to use from any number of threads.
+    """
+
+    __slots__ = ("_lock", "_buf", "_cap", "_low", "_closed", "_recvq", "_sendq",
+                 "_batchq", "_interrupted", "__weakref__")
+
+    def __init__(self, capacity: int = 0) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral) \
+                or capacity < 0:
+            raise InvalidOption(f"channel capacity must be an int >= 0, got {capacity!r}")
+        self._lock = _allocate_lock()
+        self._buf: deque = deque()
+        self._cap = int(capacity)
+        # A blocked _send_batch is woken once the buffer drains to this level, so it
+        # refills many slots per wake-up instead of one.
+        self._low = self._cap // 2
+        self._closed = False
+        self._recvq: deque = deque()   # parked receivers (buffer is empty)
+        self._sendq: deque = deque()   # parked senders (buffer is full, or capacity 0)
+        self._batchq: List[Any] = []   # park locks of blocked _send_batch calls
+        self._interrupted = False
+
+    # -- properties ---------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        """The buffer size given at creation (0: rendezvous)."""
+        return self._cap
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called (buffered values may remain)."""
+        return self._closed
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def __bool__(self) -> bool:
+        # A channel is an object, not a container: ``if ch:`` must not depend on len().
+        return True
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<Channel capacity={self._cap} len={len(self._buf)}{state}>"
+
+    # -- receive ------------------------------------------------------------------------
+
+    def receive(self, timeout: Optional[float] = None) -> Tuple[Any, bool]:
+        """Next value as ``(value, True)``; ``(None, False)`` once closed and drained.
+
+        Blocks until then; with ``timeout`` (seconds; 0 polls) raises Timeout on expiry.
+        """
+        if timeout is not None:
+            timeout = _check_timeout(timeout)
+        with self._lock:
+            buf = self._buf
+            if buf:
+                value = buf.popleft()
+                if self._sendq or self._batchq:
+                    self._refill()
+                return value, True
+            sendq = self._sendq
+            while sendq:  # rendezvous: take straight from a parked sender
+                w = sendq.popleft()
+                if _claim(w):
+                    value = w.value
+                    w.ok = True
+                    w.park.release()
+                    return value, True
+            if self._closed:
+                return None, False
+            if timeout == 0:
+                raise Timeout("channel receive timed out")
+            w = _Waiter(_new_park())
+            self._recvq.append(w)
+        if self._park(w, self._recvq, timeout):
+            return w.value, w.ok
+        raise Timeout(f"channel receive timed out after {timeout} s")
+
+    def __iter__(self) -> Iterator[Any]:
+        """Yield values until the channel is closed and drained."""
+        lock = self._lock
+        buf = self._buf
+        while True:
+            with lock:
+                if buf:
+                    value = buf.popleft()
+                    if self._sendq or self._batchq:
+                        self._refill()
+                else:
+                    value = _EMPTY
+            if value is _EMPTY:
+                value, ok = self.receive()
+                if not ok:
+                    return
+            yield value
+
+    def _refill(self) -> None:
+        # Called with the lock held after a value left the buffer: admit parked senders
+        # into the freed room, and wake a blocked _send_batch at the low-water mark.
+        buf = self._buf
+        sendq = self._sendq
+        cap = self._cap
+        while sendq and len(buf) < cap:
+            w = sendq.popleft()
+            if _claim(w):
+                buf.append(w.value)
+                w.ok = True
+                w.park.release()
+        if self._batchq and len(buf) <= self._low:
+            for park in self._batchq:
+                park.release()
+            self._batchq.clear()
+
+    # -- send ---------------------------------------------------------------------------
+
+    def send(self, value: Any, timeout: Optional[float] = None) -> bool:
+        """Send ``value``; True once it is buffered or (capacity 0) taken by a receiver.
+
+        Blocks while the channel is full; with ``timeout`` (seconds; 0 polls) returns
+        False on expiry without sending. Raises ChannelClosed on a closed channel, also
+        when it is closed while this call is blocked.
+        """
+        if timeout is not None:
+            timeout = _check_timeout(timeout)
+        with self._lock:
+            if self._closed:
+                raise ChannelClosed("send on a closed channel")
+            recvq = self._recvq
+            while recvq:
+                w = recvq.popleft()
+                if _claim(w):
+                    w.value = value
+                    w.ok = True
+                    w.park.release()
+                    return True
+            buf = self._buf
+            if len(buf) < self._cap:
+                buf.append(value)
+                return True
+            if timeout == 0:
+                return False
+            w = _Waiter(_new_park(), None, value)
+            self._sendq.append(w)
+        if not self._park(w, self._sendq, timeout):
+            return False
+        if w.ok:
+            return True
+        raise ChannelClosed("channel closed while send was blocked")
+
+    def close(self) -> None:
+        """Close the channel (idempotent): wakes every blocked sender and receiver."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for q in (self._recvq, self._sendq):
+                while q:
+                    w = q.popleft()
+                    if _claim(w):
+                        if q is self._recvq:
+                            w.value = None
+                        w.ok = False
+                        w.park.release()
+            for park in self._batchq:
+                park.release()
+            self._batchq.clear()
+
+    # -- parking ------------------------------------------------------------------------
+
+    def _park(self, w: _Waiter, q: deque, timeout: Optional[float]) -> bool:
+        """Wait until ``w`` completes (True) or ``timeout`` expires (False, dequeued)."""
+        park = w.park
+        try:
+            if timeout is None:
+                park.acquire()
+                return True
+            if park.acquire(True, timeout):
+                return True
+        except BaseException:  # e.g. KeyboardInterrupt: undo, keeping no value lost
+            if not self._cancel(w, q):
+                park.acquire()
+                if q is self._recvq and w.ok:
+                    self._push_back(w.value)
+            raise
+        if self._cancel(w, q):
+            return False
+        park.acquire()  # completed while timing out: released already, under our lock
+        return True
+
+    def _cancel(self, w: _Waiter, q: deque) -> bool:
+        with self._lock:
+            try:
+                q.remove(w)
+            except ValueError:
+                return False
+            return True
+
+    def _push_back(self, value: Any) -> None:
+        # A received value whose receiver was interrupted goes back to the front.
+        with self._lock:
+            self._buf.appendleft(value)
+
+    # -- select support (called with the lock held) -------------------------------------
+
+    def _try_receive_locked(self) -> Optional[Tuple[Any, bool]]:
+        buf = self._buf
+        if buf:
+            value = buf.popleft()
+            if self._sendq or self._batchq:
+                self._refill()
+            return value, True
+        sendq = self._sendq
+        while sendq:
+            w = sendq.popleft()
+            if _claim(w):
+                value = w.value
+                w.ok = True
+                w.park.release()
+                return value, True
+        if self._closed:
+            return None, False
+        return None
+
+    def _try_send_locked(self, value: Any) -> bool:
+        if self._closed:
+            raise ChannelClosed("send on a closed channel")
+        recvq = self._recvq
+        while recvq:
+            w = recvq.popleft()
+            if _claim(w):
+                w.value = value
+                w.ok = True
+                w.park.release()
+                return True
+        buf = self._buf
+        if len(buf) < self._cap:
+            buf.append(value)
+            return True
+        return False
+
+    # -- cases --------------------------------------------------------------------------
+
+    def case_send(self, value: Any) -> _Case:
+        """A ``select`` case sending ``value`` on this channel."""
+        return _Case(self, True, value)
+
+    def case_receive(self) -> _Case:
+        """A ``select`` case receiving from this channel."""
+        return _Case(self, False, None)
+
+    # -- internal: the WebSocket reader's batch path -----------------------------------
+
+    def _send_batch(self, items: List[Any], start: int = 0) -> int:
+        """Internal: send ``items[start:]`` in order; returns the index reached.
+
+        Parked receivers get values directly, the rest go into the buffer, all in one
+        lock round per wake-up. When the buffer is full, waits until receivers drain it
+        to half its capacity, then continues. Returns ``len(items)`` when all are sent,
+        or earlier (the index of the first unsent item) when another thread called
+        ``_interrupt_senders()``; that request is consumed by this return. Raises
+        ChannelClosed if the channel is (or gets) closed; items before the returned
+        index were not sent then. Capacity-0 channels are not supported.
+        """
+        if self._cap == 0:
+            raise InvalidOption("_send_batch needs a buffered channel")
+        n = len(items)
+        i = start
+        lock = self._lock
+        buf = self._buf
+        while True:
+            with lock:
+                if self._closed:
+                    raise ChannelClosed("send on a closed channel")
+                recvq = self._recvq
+                while recvq and i < n:
+                    w = recvq.popleft()
+                    if _claim(w):
+                        w.value = items[i]
+                        w.ok = True
+                        w.park.release()
+                        i += 1
+                room = self._cap - len(buf)
+                if room > 0 and i < n:
+                    j = i + room if i + room < n else n
+                    buf.extend(items[i:j] if i or j != n else items)
+                    i = j
+                if i >= n or self._interrupted:
+                    self._interrupted = False
+                    return i
+                park = _new_park()
+                self._batchq.append(park)
+            park.acquire()
+
+    def _interrupt_senders(self) -> None:
+        """Internal: make a ``_send_batch`` blocked for room (or the next one) return."""
+        with self._lock:
+            self._interrupted = True
+            for park in self._batchq:
+                park.release()
+            self._batchq.clear()
+
+
+class _Case:
+    """One case of a ``select``: a send of ``value`` or a receive, on ``channel``."""
+
+    __slots__ = ("channel", "is_send", "value")
+
+    def __init__(self, channel: Channel, is_send: bool, value: Any) -> None:
+        self.channel = channel
+        self.is_send = is_send
+        self.value = value
+
+    def __repr__(self) -> str:
+        kind = f"send {self.value!r}" if self.is_send else "receive"
+        return f"<case {kind} on {self.channel!r}>"
+
+
+class Selected(NamedTuple):
+    """The outcome of :func:`select`.
+
+    ``channel`` is the chosen case's channel (None for the default), ``value`` the
+    received value (None for a send case), ``ok`` False when a receive case found the
+    channel closed and drained, ``default`` True when no case was ready.
+    """
+
+    channel: Optional[Channel]
+    value: Any
+    ok: bool
+    default: bool
+
+
+_DEFAULT = Selected(None, None, False, True)
+
+
+def select(*cases: _Case, default: bool = False,
+           timeout: Optional[float] = None) -> Selected:
+    """Wait until one case can proceed, perform it and return a :class:`Selected`.
+
+    Cases come from ``Channel.case_send(v)`` / ``Channel.case_receive()`` (a single list
+    or tuple of cases is accepted too). When several are ready one is chosen uniformly
+    at random. ``default=True``: return ``Selected(None, None, False, True)`` at once if
+    none is ready. ``timeout`` (seconds): raise Timeout on expiry. A receive case on a
+    closed, drained channel is ready with ``ok=False``; a chosen send case on a closed
+    channel raises ChannelClosed. Without cases (and no default) raises InvalidOption.
+    """
+    if len(cases) == 1 and isinstance(cases[0], (list, tuple)):
+        cases = tuple(cases[0])
+    for c in cases:
+        if type(c) is not _Case:
+            raise InvalidOption(f"select takes cases (case_send/case_receive), got {c!r}")
+    if timeout is not None:
+        timeout = _check_timeout(timeout)
+    n = len(cases)
+    if n == 0:
+        if default:
+            return _DEFAULT
+        raise InvalidOption("select needs at least one case (or default=True)")
+
+    if n == 1:
+        channels = [cases[0].channel]
+        order: Any = (0,)
+    else:
+        channels = list({id(c.channel): c.channel for c in cases}.values())
+        if len(channels) > 1:
+            channels.sort(key=id)  # global lock order
+        if n == 2:
+            order = (0, 1) if _random() < 0.5 else (1, 0)
+        else:
+            order = list(range(n))
+            random.shuffle(order)
+
+    for ch in channels:
+        ch._lock.acquire()
+    try:
+        for i in order:
+            c = cases[i]
+            if c.is_send:
+                if c.channel._try_send_locked(c.value):
+                    return Selected(c.channel, None, True, False)
+            else:
+                r = c.channel._try_receive_locked()
+                if r is not None:
+                    return Selected(c.channel, r[0], r[1], False)
+        if default:
+            return _DEFAULT
+        if timeout == 0:
+            raise Timeout("select timed out")
+        sel = _SelectState()
+        waiters = []
+        for i, c in enumerate(cases):
+            ch = c.channel
+            w = _Waiter(sel.park, sel, c.value if c.is_send else None, i)
+            (ch._sendq if c.is_send else ch._recvq).append(w)
+            waiters.append(w)
+    finally:
+        for ch in channels:
+            ch._lock.release()
+
+    park = sel.park
+    try:
+        fired = park.acquire() if timeout is None else park.acquire(True, timeout)
+    except BaseException:  # e.g. KeyboardInterrupt: withdraw, keeping no value lost
+        if sel.claim.acquire(False):
+            _withdraw(cases, waiters, None)
+        else:
+            park.acquire()
+            w = sel.fired
+            _withdraw(cases, waiters, w)
+            c = cases[w.case]
+            if not c.is_send and w.ok:
+                c.channel._push_back(w.value)
+        raise
+    if not fired:
+        if sel.claim.acquire(False):
+            _withdraw(cases, waiters, None)
+            raise Timeout(f"select timed out after {timeout} s")
+        park.acquire()  # a channel completed us while we were timing out
+    w = sel.fired
+    _withdraw(cases, waiters, w)
+    c = cases[w.case]
+    if c.is_send:
+        if not w.ok:
+            raise ChannelClosed("channel closed while select was sending on it")
+        return Selected(c.channel, None, True, False)
+    return Selected(c.channel, w.value, w.ok, False)
+
+
+def _withdraw(cases: Tuple[_Case, ...], waiters: List[_Waiter],
+              fired: Optional[_Waiter]) -> None:
+    """Remove a finished select's other waiters from their channels' queues."""
+    for w in waiters:
+        if w is fired:
+            continue
+        c = cases[w.case]
+        ch = c.channel
+        with ch._lock:
+            try:
+                (ch._sendq if c.is_send else ch._recvq).remove(w)
+            except ValueError:
+                pass  # popped as stale by a channel that lost the claim race
+
+
+# -- timers -------------------------------------------------------------------------------
+
+
+class _TimerThread:
+    """One daemon thread firing every ``after`` channel from a heap of deadlines."""
+
+    def __init__(self) -> None:
+        self._reset()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        # Also run in a forked child: the parent's thread and lock state do not survive.
+        self._cond = threading.Condition(_allocate_lock())
+        self._heap: List[Any] = getattr(self, "_heap", [])
+        self._seq = itertools.count()
+        self._thread: Optional[threading.Thread] = None
+        self._compact_at = 1024
+
+    def schedule(self, seconds: float, ch: Channel) -> None:
+        entry = (time.monotonic() + seconds, next(self._seq), weakref.ref(ch))
+        with self._cond:
+            heap = self._heap
+            heapq.heappush(heap, entry)
+            if len(heap) >= self._compact_at:
+                # Drop timers whose channel was garbage-collected (nobody can receive).
+                heap[:] = [e for e in heap if e[2]() is not None]
+                heapq.heapify(heap)
+                self._compact_at = max(1024, 2 * len(heap))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="wsfast-timers",
+                                                daemon=True)
+                self._thread.start()
+            elif heap[0] is entry:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        cond = self._cond
+        heap = self._heap
+        while True:
+            with cond:
+                while True:
+                    if not heap:
+                        cond.wait()
+                        continue
+                    now = time.monotonic()
+                    wait = heap[0][0] - now
+                    if wait <= 0:
+                        break
+                    cond.wait(wait if wait < _TIMEOUT_MAX else _TIMEOUT_MAX)
+                due = []
+                while heap and heap[0][0] <= now:
+                    due.append(heapq.heappop(heap)[2])
+            for ref in due:
+                ch = ref()
+                if ch is not None:
+                    _fire_timer(ch)
+
+
+def _fire_timer(ch: Channel) -> None:
+    try:
+        # Never blocks the timer thread, even if a user sent into the timer channel.
+        ch.send(time.time(), 0)
+    except ChannelClosed:
+        pass
+
+
+_timers = _TimerThread()
+
+
+def after(duration: Any) -> Channel:
+    """A channel that receives one value, ``time.time()`` at firing, after ``duration``.
+
+    ``duration`` is a number of milliseconds, a Go duration str (``"30s"``) or a
+    ``timedelta``; 0 fires at once. Raises InvalidOption for a bad duration. The channel
+    (capacity 1) is never closed. All timers share one background thread.
+    """
+    seconds = parse_duration(duration, "duration")
+    ch = Channel(1)
+    if seconds is None:
+        ch._buf.append(time.time())
+    else:
+        _timers.schedule(seconds, ch)
+    return ch

@@ -1,0 +1,265 @@
+"""Connection options: parsing, validation and Go-style durations.
+
+``connect(url, options, **kwargs)`` hands both forms to :func:`parse_options`, which
+returns a frozen :class:`Options` with every value checked and every default resolved.
+Durations everywhere (options and ``after``) go through :func:`parse_duration`: a number
+is milliseconds, a str is a Go duration (``"300ms"``, ``"1m30s"``), a ``timedelta`` is
+taken as is, and 0 means "no timeout".
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import numbers
+import re
+import ssl as _ssl
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Optional, Tuple
+
+from .constants import COMPRESSION
+from .errors import InvalidOption
+
+__all__ = ["Options", "OPTION_NAMES", "parse_duration", "parse_options"]
+
+_MiB = 1024 * 1024
+_MAX_NS = 2**63 - 1  # Go's time.Duration range: about 292 years
+
+DEFAULT_DIAL_TIMEOUT = 30.0
+DEFAULT_CLOSE_TIMEOUT = 10.0
+DEFAULT_READ_LIMIT = 16 * _MiB
+MAX_READ_LIMIT = 128 * _MiB
+MAX_COMPRESSION_THRESHOLD = 100 * _MiB
+DEFAULT_CHANNEL_CAPACITY = 256
+MAX_CHANNEL_CAPACITY = 10000
+DEFAULT_THRESHOLD_CONTEXT_TAKEOVER = 128
+DEFAULT_THRESHOLD_NO_CONTEXT = 512
+
+# Headers the handshake writes itself; letting a caller set them would break the upgrade.
+_RESERVED_HEADERS = frozenset({
+    "host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
+    "sec-websocket-extensions", "sec-websocket-protocol",
+})
+
+# RFC 7230 token: 1*tchar.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 7230 field-value: no control characters other than HTAB (so no CR, LF, NUL).
+_BAD_VALUE_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+_UNIT_NS = {
+    "ns": 1, "us": 1_000, "\u00b5s": 1_000, "\u03bcs": 1_000, "ms": 1_000_000,
+    "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000,
+}
+_DURATION_PART = r"([0-9]*)(?:\.([0-9]*))?(ns|us|\u00b5s|\u03bcs|ms|s|m|h)"
+_DURATION = re.compile(r"([+-]?)((?:" + _DURATION_PART + r")+)")
+_DURATION_PARTS = re.compile(_DURATION_PART)
+
+
+def _invalid(name: str, problem: str) -> InvalidOption:
+    return InvalidOption(f"option {name!r}: {problem}", option=name)
+
+
+def _parse_go_duration(text: str, name: str) -> int:
+    """Nanoseconds in a Go duration string (sign already allowed, units required)."""
+    if text in ("0", "+0", "-0"):
+        return 0
+    m = _DURATION.fullmatch(text)
+    if m is None:
+        raise _invalid(name, f"invalid duration {text!r} (examples: '300ms', '1.5s', '1m30s')")
+    total = 0
+    for whole, frac, unit in _DURATION_PARTS.findall(m.group(2)):
+        if not whole and not frac:
+            raise _invalid(name, f"invalid duration {text!r}")
+        scale = _UNIT_NS[unit]
+        total += int(whole or "0") * scale
+        if frac:
+            # Exact integer arithmetic, truncated to whole nanoseconds like Go.
+            total += int(frac) * scale // 10 ** len(frac)
+        if total > _MAX_NS:
+            raise _invalid(name, f"duration {text!r} is too large")
+    if m.group(1) == "-" and total:
+        raise _invalid(name, f"duration {text!r} is negative")
+    return total
+
+
+def parse_duration(value: Any, name: str) -> Optional[float]:
+    """Seconds in ``value``, or None when it is 0 ("no timeout").
+
+    An int or float is milliseconds, a str a Go duration (``"300ms"``, ``"1.5s"``,
+    ``"1m30s"``, ``"2h"``, ``"10us"``, ``"10µs"``, ``"5ns"``, ``"0"``), a
+    ``datetime.timedelta`` is taken as is. Raises InvalidOption, naming ``name``, for a
+    negative, infinite, NaN or unparsable value or another type (bool included).
+    """
+    if isinstance(value, str):
+        ns = _parse_go_duration(value, name)
+        return ns / 1e9 if ns else None
+    if isinstance(value, datetime.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        try:
+            ms = float(value)
+        except (OverflowError, ValueError):
+            raise _invalid(name, f"duration {value!r} is too large") from None
+        if math.isnan(ms) or math.isinf(ms):
+            raise _invalid(name, f"duration must be finite, got {value!r}")
+        seconds = ms / 1000.0
+    else:
+        raise _invalid(
+            name,
+            "a duration must be milliseconds (int or float), a Go duration str such as "
+            f"'5s', or a timedelta; got {type(value).__name__}",
+        )
+    if seconds < 0:
+        raise _invalid(name, f"duration {value!r} is negative")
+    if seconds * 1e9 > _MAX_NS:
+        raise _invalid(name, f"duration {value!r} is too large")
+    return seconds if seconds > 0 else None
+
+
+@dataclass(frozen=True)
+class Options:
+    """Validated connection options; durations in seconds (None: no timeout)."""
+
+    headers: Tuple[Tuple[str, str], ...] = ()
+    protocols: Tuple[str, ...] = ()
+    dial_timeout: Optional[float] = DEFAULT_DIAL_TIMEOUT
+    read_timeout: Optional[float] = None
+    write_timeout: Optional[float] = None
+    compression: COMPRESSION = COMPRESSION.DISABLED
+    compression_threshold: int = DEFAULT_THRESHOLD_CONTEXT_TAKEOVER
+    read_limit: int = DEFAULT_READ_LIMIT
+    channel_capacity: int = DEFAULT_CHANNEL_CAPACITY
+    ssl: Optional[_ssl.SSLContext] = None
+    close_timeout: Optional[float] = DEFAULT_CLOSE_TIMEOUT
+
+
+OPTION_NAMES: Tuple[str, ...] = (
+    "headers", "protocols", "dial_timeout", "read_timeout", "write_timeout", "compression",
+    "compression_threshold", "read_limit", "channel_capacity", "ssl", "close_timeout",
+)
+
+
+def _as_int(value: Any, name: str, lo: int, hi: int) -> int:
+    """An integer in [lo, hi]; integral floats are accepted (Lua numbers are floats)."""
+    if isinstance(value, bool):
+        raise _invalid(name, f"expected an integer, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        n = int(value)
+    elif isinstance(value, float) and value.is_integer():
+        n = int(value)
+    else:
+        raise _invalid(name, f"expected an integer, got {value!r}")
+    if not lo <= n <= hi:
+        raise _invalid(name, f"{n} is out of range {lo}..{hi}")
+    return n
+
+
+def _parse_headers(value: Any) -> Tuple[Tuple[str, str], ...]:
+    name = "headers"
+    if isinstance(value, Mapping):
+        items: Iterable[Any] = value.items()
+    elif isinstance(value, (str, bytes, bytearray)) or not isinstance(value, Iterable):
+        raise _invalid(name, f"expected a dict or a list of (name, value) pairs, "
+                             f"got {type(value).__name__}")
+    else:
+        items = value
+    out = []
+    for item in items:
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise _invalid(name, f"expected a (name, value) pair, got {item!r}")
+        key, val = item
+        if not isinstance(key, str) or not _TOKEN.fullmatch(key):
+            raise _invalid(name, f"header name {key!r} is not an HTTP token")
+        if key.lower() in _RESERVED_HEADERS:
+            raise _invalid(name, f"header {key!r} is set by the client itself")
+        if not isinstance(val, str):
+            raise _invalid(name, f"value of header {key!r} must be a str, "
+                                 f"got {type(val).__name__}")
+        if _BAD_VALUE_CHAR.search(val):
+            raise _invalid(name, f"value of header {key!r} contains a control character "
+                                 "(CR, LF, NUL...)")
+        out.append((key, val))
+    return tuple(out)
+
+
+def _parse_protocols(value: Any) -> Tuple[str, ...]:
+    name = "protocols"
+    if not isinstance(value, (list, tuple)):
+        raise _invalid(name, f"expected a list of str, got {type(value).__name__}")
+    seen = set()
+    for p in value:
+        if not isinstance(p, str) or not _TOKEN.fullmatch(p):
+            raise _invalid(name, f"subprotocol {p!r} is not a non-empty HTTP token")
+        if p in seen:
+            raise _invalid(name, f"subprotocol {p!r} is listed twice")
+        seen.add(p)
+    return tuple(value)
+
+
+def _parse_compression(value: Any) -> COMPRESSION:
+    n = _as_int(value, "compression", 0, 2)
+    return COMPRESSION(n)
+
+
+def parse_options(options: Optional[Mapping[str, Any]] = None,
+                  kwargs: Optional[Mapping[str, Any]] = None) -> Options:
+    """Merge the options mapping and keyword options into a validated :class:`Options`.
+
+    Raises InvalidOption for an ``options`` that is not a mapping, an unknown name, a
+    name given both ways, a wrong type or an out-of-range value.
+    """
+    if options is None:
+        options = {}
+    elif not isinstance(options, Mapping):
+        raise InvalidOption(
+            f"options must be a dict of option names to values, got {type(options).__name__}")
+    kwargs = kwargs or {}
+    merged = {}
+    for source in (options, kwargs):
+        for key, value in source.items():
+            if not isinstance(key, str):
+                raise InvalidOption(f"option names must be str, got {key!r}")
+            if key not in OPTION_NAMES:
+                raise InvalidOption(
+                    f"unknown option {key!r}; valid options: {', '.join(OPTION_NAMES)}",
+                    option=key)
+            if key in merged:
+                raise _invalid(key, "given both in the options dict and as a keyword")
+            merged[key] = value
+
+    out = {}
+    if "headers" in merged:
+        out["headers"] = _parse_headers(merged["headers"])
+    if "protocols" in merged:
+        out["protocols"] = _parse_protocols(merged["protocols"])
+    for key in ("dial_timeout", "read_timeout", "write_timeout"):
+        if key in merged:
+            out[key] = parse_duration(merged[key], key)
+    if "close_timeout" in merged:
+        ct = parse_duration(merged["close_timeout"], "close_timeout")
+        if ct is None:
+            raise _invalid("close_timeout", "must be greater than 0 (close is always bounded)")
+        out["close_timeout"] = ct
+    compression = COMPRESSION.DISABLED
+    if "compression" in merged:
+        compression = out["compression"] = _parse_compression(merged["compression"])
+    if "compression_threshold" in merged:
+        out["compression_threshold"] = _as_int(
+            merged["compression_threshold"], "compression_threshold",
+            0, MAX_COMPRESSION_THRESHOLD)
+    elif compression == COMPRESSION.NO_CONTEXT:
+        out["compression_threshold"] = DEFAULT_THRESHOLD_NO_CONTEXT
+    if "read_limit" in merged:
+        out["read_limit"] = (
+            _as_int(merged["read_limit"], "read_limit", 0, MAX_READ_LIMIT)
+            or DEFAULT_READ_LIMIT)
+    if "channel_capacity" in merged:
+        out["channel_capacity"] = _as_int(
+            merged["channel_capacity"], "channel_capacity", 1, MAX_CHANNEL_CAPACITY)
+    if "ssl" in merged:
+        ctx = merged["ssl"]
+        if ctx is not None and not isinstance(ctx, _ssl.SSLContext):
+            raise _invalid("ssl", f"expected an ssl.SSLContext or None, "
+                                  f"got {type(ctx).__name__}")
+        out["ssl"] = ctx
+    return Options(**out)
