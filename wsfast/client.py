@@ -275,6 +275,9 @@ class Client:
             self._receive_phase()
             if proto.pending:
                 self._flush_protocol()
+            # The closing handshake is over (or the connection failed): the channel
+            # ends now; waiting for the server's FIN below must not hold up consumers.
+            self._finish()
             if not (proto.state == CLOSED and proto.close_received is None):
                 self._drain_phase()
         except Exception as exc:  # never let the reader die silently
@@ -286,8 +289,11 @@ class Client:
                 self._sock.close()
             except OSError:
                 pass
-            self._ended.set()
-            self._channel.close()
+            self._finish()
+
+    def _finish(self) -> None:
+        self._ended.set()
+        self._channel.close()
 
     def _receive_phase(self) -> None:
         """Read, decode and deliver until a close frame, an error or EOF."""
