@@ -154,15 +154,31 @@ class Channel:
 
         Blocks until then; with ``timeout`` (seconds; 0 polls) raises Timeout on expiry.
         """
+        # Fast path without the lock: deque.popleft is atomic. Every locked path that
+        # takes from the buffer tolerates an IndexError from this race.
+        try:
+            value = self._buf.popleft()
+        except IndexError:
+            return self._receive_slow(timeout)
+        if self._sendq or self._batchq:
+            with self._lock:
+                self._refill()
+        return value, True
+
+    def _receive_slow(self, timeout: Optional[float]) -> Tuple[Any, bool]:
         if timeout is not None:
             timeout = _check_timeout(timeout)
         with self._lock:
             buf = self._buf
             if buf:
-                value = buf.popleft()
-                if self._sendq or self._batchq:
-                    self._refill()
-                return value, True
+                try:
+                    value = buf.popleft()
+                except IndexError:
+                    pass
+                else:
+                    if self._sendq or self._batchq:
+                        self._refill()
+                    return value, True
             sendq = self._sendq
             while sendq:  # rendezvous: take straight from a parked sender
                 w = sendq.popleft()
@@ -171,6 +187,8 @@ class Channel:
                     w.ok = True
                     w.park.release()
                     return value, True
+            if self._batchq:
+                self._refill()  # a batch sender that parked while lock-free pops drained us
             if self._closed:
                 return None, False
             if timeout == 0:
@@ -182,22 +200,39 @@ class Channel:
         raise Timeout(f"channel receive timed out after {timeout} s")
 
     def __iter__(self) -> Iterator[Any]:
-        """Yield values until the channel is closed and drained."""
+        """Yield values until the channel is closed and drained.
+
+        The iterator takes everything buffered in one lock round and yields it from a
+        local batch (the receive loop of a fast stream pays no lock per value). Values
+        of the batch not yet yielded when the loop ends (``break``, an exception) go
+        back to the front of the channel, so nothing is lost; while a loop runs, up to
+        ``capacity`` values may sit in its batch besides the ``capacity`` buffered.
+        """
         lock = self._lock
         buf = self._buf
         while True:
             with lock:
                 if buf:
-                    value = buf.popleft()
+                    batch = list(buf)
+                    buf.clear()
                     if self._sendq or self._batchq:
                         self._refill()
                 else:
-                    value = _EMPTY
-            if value is _EMPTY:
-                value, ok = self.receive()
+                    batch = None
+            if batch is None:
+                value, ok = self._receive_slow(None)
                 if not ok:
                     return
-            yield value
+                yield value
+                continue
+            it = iter(batch)
+            try:
+                yield from it
+            finally:
+                rest = list(it)
+                if rest:
+                    with lock:
+                        buf.extendleft(reversed(rest))
 
     def _refill(self) -> None:
         # Called with the lock held after a value left the buffer: admit parked senders
@@ -310,10 +345,14 @@ class Channel:
     def _try_receive_locked(self) -> Optional[Tuple[Any, bool]]:
         buf = self._buf
         if buf:
-            value = buf.popleft()
-            if self._sendq or self._batchq:
-                self._refill()
-            return value, True
+            try:
+                value = buf.popleft()
+            except IndexError:  # a lock-free receive took it
+                pass
+            else:
+                if self._sendq or self._batchq:
+                    self._refill()
+                return value, True
         sendq = self._sendq
         while sendq:
             w = sendq.popleft()
