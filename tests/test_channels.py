@@ -751,3 +751,30 @@ def test_interrupted_send_leaves_no_waiter(interrupt_main_soon):
         ch.send("x")
     assert not ch._sendq
     assert ch.send("y", timeout=0) is False
+
+
+def test_iteration_break_returns_the_untaken_batch_to_the_channel():
+    ch = Channel(100)
+    for i in range(50):
+        ch.send(i)
+    seen = []
+    for v in ch:
+        seen.append(v)
+        if v == 9:
+            break
+    assert seen == list(range(10))
+    assert len(ch) == 40
+    rest = [ch.receive(timeout=1)[0] for _ in range(40)]
+    assert rest == list(range(10, 50))
+
+
+def test_iteration_exception_in_loop_body_loses_nothing():
+    ch = Channel(10)
+    for i in range(10):
+        ch.send(i)
+    with pytest.raises(RuntimeError):
+        for v in ch:
+            if v == 3:
+                raise RuntimeError("consumer failed")
+    ch.close()
+    assert list(ch) == list(range(4, 10))
