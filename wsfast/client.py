@@ -62,6 +62,17 @@ class Client:
         self.extensions: Optional[str] = extensions
         self.response_headers: Dict[str, str] = response_headers
         self._sock = sock
+        # OpenSSL does not allow one SSL object to be used by two threads at once (even
+        # SSL_get_error reads state another thread's SSL_write changes: a reader's "want
+        # read" turns into a spurious EOF). The socket is non-blocking, so each call is
+        # short: TLS reads and writes take this lock around the call, never around a wait.
+        self._tls_lock: Optional[threading.Lock] = None
+        self._send = sock.send
+        self._recv_into = sock.recv_into
+        if isinstance(sock, _ssl.SSLSocket):
+            self._tls_lock = threading.Lock()
+            self._send = _locked(sock.send, self._tls_lock)
+            self._recv_into = _locked(sock.recv_into, self._tls_lock)
         self._options = options
         self._protocol = protocol
         self._channel = Channel(options.channel_capacity)
@@ -148,6 +159,8 @@ class Client:
             frame = self._protocol.send_message(data, opcode)
             self._write_locked(frame)
             self._messages_out += 1
+            if self._protocol.pending:
+                self._flush_pending_locked()
         return True
 
     def ping(self, data: Union[bytes, str] = b"") -> bool:
@@ -162,6 +175,8 @@ class Client:
             if self._protocol.close_sent is not None or self._ended.is_set():
                 raise self._closed_error()
             self._write_locked(self._protocol.send_ping(data))
+            if self._protocol.pending:
+                self._flush_pending_locked()
         return True
 
     def close(self, code: int = CLOSE_CODES.NORMAL, reason: str = "") -> bool:
@@ -178,14 +193,22 @@ class Client:
         self._channel._interrupt_senders()   # a full channel must not hold up the handshake
         timeout = self._options.close_timeout
         deadline = time.monotonic() + timeout
-        try:
-            with self._wlock:
-                frame = self._protocol.send_close(int(code), reason)
+        proto = self._protocol
+        # A send blocked on a peer that does not read holds the write lock: wait for it
+        # only until the deadline, then drop the connection (which releases that send).
+        if self._wlock.acquire(True, timeout):
+            try:
+                frame = proto.send_close(int(code), reason)
                 if frame:
                     self._write_locked(frame, deadline)
-        except Error:
-            pass   # the reader sees the broken socket and ends the connection
+            except Error:
+                pass   # the reader sees the broken socket and ends the connection
+            finally:
+                self._wlock.release()
         if not self._ended.wait(max(0.0, deadline - time.monotonic())):
+            if proto.error is None and proto.close_received is None:
+                proto.error = Timeout(f"close timeout: no close frame from the server within "
+                                      f"{timeout:g} s", url=self.url)
             self._abort()
             self._ended.wait(1.0)
         return True
@@ -214,10 +237,10 @@ class Client:
 
     def _write_locked(self, data: bytes, deadline: Optional[float] = None) -> None:
         """Write all of ``data``; the caller holds the write lock."""
-        sock = self._sock
+        send = self._send
         n = len(data)
         try:
-            sent = sock.send(data)
+            sent = send(data)
         except _WOULD_BLOCK:
             sent = 0
         except OSError as exc:
@@ -242,7 +265,7 @@ class Client:
             if self._ended.is_set():
                 raise self._closed_error()
             try:
-                sent += sock.send(view[sent:])
+                sent += send(view[sent:])
             except _WOULD_BLOCK:
                 pass
             except OSError as exc:
@@ -254,16 +277,47 @@ class Client:
             return self._closed_error()
         return ConnectError(f"write failed: {exc}", url=self.url, cause=exc)
 
+    def _flush_locked(self) -> None:
+        """Write the frames the protocol queued (pongs, close replies); the caller holds the lock."""
+        for frame in self._protocol.data_to_send():
+            self._write_locked(frame, time.monotonic() + self._options.close_timeout)
+
+    def _flush_pending_locked(self) -> None:
+        """A writer's turn to flush what the reader queued while the lock was taken."""
+        try:
+            self._flush_locked()
+        except Error:
+            pass   # the reader sees the broken socket and ends the connection
+
+    def _try_flush(self) -> None:
+        """Reader: flush the queued frames unless a writer holds the lock.
+
+        A writer blocked on a peer that waits for us to read must not block the reader
+        too (both ends would deadlock); that writer flushes the frames when its write
+        is done, and the reader retries soon (see ``_receive_phase``).
+        """
+        if self._wlock.acquire(False):
+            try:
+                self._flush_locked()
+            finally:
+                self._wlock.release()
+
     def _flush_protocol(self) -> None:
-        """Write the frames the protocol queued (pongs, close replies)."""
-        with self._wlock:
-            for frame in self._protocol.data_to_send():
-                self._write_locked(frame, time.monotonic() + self._options.close_timeout)
+        """Reader, at the end: write the close reply or failure close, within close_timeout."""
+        if not self._wlock.acquire(True, self._options.close_timeout):
+            self._abort()   # a writer is stuck on a peer that does not read
+            return
+        try:
+            self._flush_locked()
+        finally:
+            self._wlock.release()
 
     def _abort(self) -> None:
-        """Drop the TCP connection; the reader wakes up and finishes."""
+        """Drop the TCP connection; the reader and any blocked writer wake up and finish."""
         try:
-            self._sock.shutdown(socket.SHUT_RDWR)
+            # the plain socket's shutdown: SSLSocket.shutdown would also drop its TLS
+            # object under a writer that may be using it
+            socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
         except OSError:
             pass
 
@@ -285,8 +339,13 @@ class Client:
                 proto.error = exc if isinstance(exc, Error) else ConnectError(
                     f"reader failed: {exc!r}", url=self.url, cause=exc)
         finally:
+            self._abort()   # wakes a writer still polling this socket before it is closed
             try:
-                self._sock.close()
+                if self._tls_lock is not None:
+                    with self._tls_lock:
+                        self._sock.close()
+                else:
+                    self._sock.close()
             except OSError:
                 pass
             self._finish()
@@ -303,10 +362,9 @@ class Client:
         poller.register(sock.fileno(), _POLLIN)
         buf = bytearray(_READ_BUFFER)
         view = memoryview(buf)
-        recv_into = sock.recv_into
+        recv_into = self._recv_into
         receive_data = proto.receive_data
         read_timeout = self._options.read_timeout
-        deadline = None if read_timeout is None else time.monotonic() + read_timeout
         if self._leftover:
             msgs = receive_data(self._leftover)
             self._bytes_in += len(self._leftover)
@@ -314,21 +372,25 @@ class Client:
             if msgs:
                 self._messages_in += len(msgs)
                 self._deliver(msgs)
+        deadline = None if read_timeout is None else time.monotonic() + read_timeout
         while proto.state != CLOSED and proto.error is None:
             if proto.pending:
-                self._flush_protocol()
+                self._try_flush()
             try:
                 n = recv_into(buf)
             except _WOULD_BLOCK:
                 if deadline is None:
-                    poller.poll()
+                    wait = -1
                 else:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         proto.fail(Timeout(f"read timeout: no message for {read_timeout:g} s",
                                            url=self.url), CLOSE_CODES.GOING_AWAY, "read timeout")
                         return
-                    poller.poll(max(1, int(left * 1000)))
+                    wait = max(1, int(left * 1000))
+                if proto.pending and not 0 <= wait <= 20:
+                    wait = 20   # a writer held the lock: retry the flush soon
+                poller.poll(wait)
                 continue
             except OSError as exc:
                 if proto.error is None:
@@ -343,10 +405,10 @@ class Client:
             msgs = receive_data(view[:n])
             if msgs:
                 self._messages_in += len(msgs)
-                if deadline is not None:
-                    deadline = time.monotonic() + read_timeout
                 if not self._dropping:
                     self._deliver(msgs)
+                if deadline is not None:   # after delivery: a slow consumer is not a silent server
+                    deadline = time.monotonic() + read_timeout
 
     def _deliver(self, msgs: list) -> None:
         ch = self._channel
@@ -367,7 +429,7 @@ class Client:
         buf = bytearray(65536)
         while True:
             try:
-                n = sock.recv_into(buf)
+                n = self._recv_into(buf)
             except _WOULD_BLOCK:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -388,6 +450,13 @@ class Client:
                         self._deliver(msgs)
                 if proto.pending:
                     self._flush_protocol()
+
+
+def _locked(call, lock):
+    def locked(arg):
+        with lock:
+            return call(arg)
+    return locked
 
 
 def _utf8(text: str) -> bytes:

@@ -8,6 +8,7 @@ when the stream ends. This layer answers pings, runs the closing handshake
 
 from __future__ import annotations
 
+from collections import deque
 from typing import List, Optional
 
 from .codec import Close, FrameEncoder, FrameParser, Message, is_valid_close_code
@@ -63,7 +64,10 @@ class Protocol:
         self.close_received: Optional[Close] = None   # the peer's close frame
         self.error: Optional[Error] = None            # what ended the connection abnormally
         self.pongs = 0
-        self.pending: list = []    # (opcode, payload or code, reason) to encode under the write lock
+        # (opcode, payload or code, reason) to encode under the write lock. A deque: the
+        # reader appends while a writer holding the lock may be draining it.
+        self.pending: deque = deque()
+        self._fail_close: Optional[tuple] = None   # the (code, reason) fail() queued
 
     # ------------------------------------------------------------------ incoming
 
@@ -106,10 +110,11 @@ class Protocol:
         """Encode the frames the protocol itself must write (pongs, close replies)."""
         out = []
         pending = self.pending
-        self.pending = []
-        for opcode, arg, reason in pending:
+        while pending:
+            opcode, arg, reason = pending.popleft()
             if self.close_sent is not None:
-                break   # nothing may follow our close frame
+                pending.clear()   # nothing may follow our close frame
+                break
             if opcode == _OP_PONG:
                 out.append(self.encoder.encode_frame(_OP_PONG, arg))
             else:
@@ -130,6 +135,10 @@ class Protocol:
         self.close_sent = (code, reason)
         if self.state == OPEN:
             self.state = CLOSING
+            if self.close_received is not None:
+                # the reader took the peer's close frame (and set CLOSED) between the
+                # check and the assignment above: the handshake is complete
+                self.state = CLOSED
         return self.encoder.encode_close(code, reason)
 
     def fail(self, error: Error, code: Optional[int] = None, reason: str = "") -> None:
@@ -141,6 +150,8 @@ class Protocol:
         if not reason:
             raw = str(error).encode("utf-8")
             reason = raw[:123].decode("utf-8", "ignore")
+        if self._fail_close is None:
+            self._fail_close = (code, reason)
         self.pending.append((_OP_CLOSE, code, reason))
         if self.state == OPEN:
             self.state = CLOSING
@@ -152,7 +163,7 @@ class Protocol:
         """The peer's close code if it sent a valid one; else the code this side failed with; else 1006."""
         if self.close_received is not None:
             return self.close_received.code
-        if self.error is not None and self.close_sent is not None and self.close_sent[0] is not None:
+        if self._failed_by_us():
             return self.close_sent[0]
         return CLOSE_CODES.ABNORMAL_CLOSURE
 
@@ -160,6 +171,12 @@ class Protocol:
     def close_reason(self) -> str:
         if self.close_received is not None:
             return self.close_received.reason
-        if self.error is not None and self.close_sent is not None:
+        if self._failed_by_us():
             return self.close_sent[1]
         return ""
+
+    def _failed_by_us(self) -> bool:
+        # The close frame this side sent is the one fail() queued (not a user's close
+        # that the peer never answered: that one is 1006).
+        sent = self.close_sent
+        return sent is not None and sent[0] is not None and sent == self._fail_close
