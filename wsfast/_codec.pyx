@@ -54,16 +54,30 @@ cdef int MASK_POOL = 4096
 # ---------------------------------------------------------------- masking, UTF-8
 
 cdef inline void _mask_copy(uint8_t *dst, const uint8_t *src, Py_ssize_t n, const uint8_t *key) noexcept nogil:
-    """dst = src XOR key (repeated), eight bytes per step."""
+    """dst = src XOR key (repeated): four independent 64-bit words per step (compilers vectorize it)."""
     cdef Py_ssize_t i = 0
     cdef uint32_t k32
-    cdef uint64_t k64, w
+    cdef uint64_t k64, a, b, c, d
     memcpy(&k32, key, 4)
     k64 = (<uint64_t>k32 << 32) | k32
+    while i + 32 <= n:
+        memcpy(&a, src + i, 8)
+        memcpy(&b, src + i + 8, 8)
+        memcpy(&c, src + i + 16, 8)
+        memcpy(&d, src + i + 24, 8)
+        a ^= k64
+        b ^= k64
+        c ^= k64
+        d ^= k64
+        memcpy(dst + i, &a, 8)
+        memcpy(dst + i + 8, &b, 8)
+        memcpy(dst + i + 16, &c, 8)
+        memcpy(dst + i + 24, &d, 8)
+        i += 32
     while i + 8 <= n:
-        memcpy(&w, src + i, 8)
-        w ^= k64
-        memcpy(dst + i, &w, 8)
+        memcpy(&a, src + i, 8)
+        a ^= k64
+        memcpy(dst + i, &a, 8)
         i += 8
     while i < n:
         dst[i] = src[i] ^ key[i & 3]
@@ -82,49 +96,92 @@ cdef inline void _utf8_reset(Utf8State *st) noexcept nogil:
     st.hi = 0xBF
 
 
+cdef uint64_t HIGH_BITS = 0x8080808080808080ULL
+
+
 cdef int _utf8_feed(Utf8State *st, const uint8_t *p, Py_ssize_t n) noexcept nogil:
-    """Advance the validator over n bytes; -1 as soon as the input cannot be UTF-8."""
+    """Advance the validator over n bytes; -1 as soon as the input cannot be UTF-8.
+
+    Whole sequences are checked at once while four bytes remain (ASCII 32 bytes at a
+    time); the byte-wise state machine only finishes a sequence cut by a chunk edge.
+    """
     cdef Py_ssize_t i = 0
     cdef int need = st.need
-    cdef uint8_t lo = st.lo, hi = st.hi, c
-    cdef uint64_t w
-    while i < n:
-        if need == 0:
+    cdef uint8_t lo = st.lo, hi = st.hi, c, c1
+    cdef uint64_t a, b, w, x, y
+    # 1. the rest of a sequence the previous chunk left open
+    while need and i < n:
+        c = p[i]
+        if c < lo or c > hi:
+            return -1
+        need -= 1
+        lo = 0x80
+        hi = 0xBF
+        i += 1
+    # 2. whole sequences, with at least four bytes left
+    while i + 4 <= n:
+        c = p[i]
+        if c < 0x80:
+            i += 1
+            while i + 32 <= n:
+                memcpy(&a, p + i, 8)
+                memcpy(&b, p + i + 8, 8)
+                memcpy(&x, p + i + 16, 8)
+                memcpy(&y, p + i + 24, 8)
+                if (a | b | x | y) & HIGH_BITS:
+                    break
+                i += 32
             while i + 8 <= n:
                 memcpy(&w, p + i, 8)
-                if w & <uint64_t>0x8080808080808080ULL:
+                if w & HIGH_BITS:
                     break
                 i += 8
-            if i >= n:
-                break
-            c = p[i]
-            i += 1
-            if c < 0x80:
-                continue
-            if c < 0xC2:
+        elif c < 0xE0:
+            if c < 0xC2 or (p[i + 1] ^ 0x80) >= 0x40:
                 return -1
-            if c < 0xE0:
-                need = 1
-                lo = 0x80
-                hi = 0xBF
-            elif c < 0xF0:
-                need = 2
-                lo = 0xA0 if c == 0xE0 else 0x80
-                hi = 0x9F if c == 0xED else 0xBF
-            elif c < 0xF5:
-                need = 3
-                lo = 0x90 if c == 0xF0 else 0x80
-                hi = 0x8F if c == 0xF4 else 0xBF
-            else:
+            i += 2
+        elif c < 0xF0:
+            c1 = p[i + 1]
+            if (c1 ^ 0x80) >= 0x40 or (p[i + 2] ^ 0x80) >= 0x40:
                 return -1
+            if (c == 0xE0 and c1 < 0xA0) or (c == 0xED and c1 > 0x9F):
+                return -1
+            i += 3
+        elif c < 0xF5:
+            c1 = p[i + 1]
+            if (c1 ^ 0x80) >= 0x40 or (p[i + 2] ^ 0x80) >= 0x40 or (p[i + 3] ^ 0x80) >= 0x40:
+                return -1
+            if (c == 0xF0 and c1 < 0x90) or (c == 0xF4 and c1 > 0x8F):
+                return -1
+            i += 4
         else:
-            c = p[i]
-            i += 1
+            return -1
+    # 3. the last bytes, maybe a sequence the next chunk finishes
+    while i < n:
+        c = p[i]
+        i += 1
+        if need:
             if c < lo or c > hi:
                 return -1
             need -= 1
             lo = 0x80
             hi = 0xBF
+        elif c < 0x80:
+            continue
+        elif c < 0xC2:
+            return -1
+        elif c < 0xE0:
+            need = 1
+        elif c < 0xF0:
+            need = 2
+            lo = 0xA0 if c == 0xE0 else 0x80
+            hi = 0x9F if c == 0xED else 0xBF
+        elif c < 0xF5:
+            need = 3
+            lo = 0x90 if c == 0xF0 else 0x80
+            hi = 0x8F if c == 0xF4 else 0xBF
+        else:
+            return -1
     st.need = need
     st.lo = lo
     st.hi = hi

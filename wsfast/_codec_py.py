@@ -241,9 +241,24 @@ class FrameParser:
     def _parse(self, buf, out: list) -> int:
         end = len(buf)
         pos = 0
+        small = min(125, self.read_limit)
         while end - pos >= 2:
             b0 = buf[pos]
             b1 = buf[pos + 1]
+            # The common frame (FIN text/binary, no RSV, unmasked, short, nothing open) skips the checks.
+            if b1 <= small and (b0 == 0x81 or b0 == 0x82) and not self._msg_open:
+                start = pos + 2
+                if end - start < b1:
+                    break
+                pos = start + b1
+                if b0 == 0x81:
+                    try:
+                        out.append(Message("text", buf[start:pos].decode("utf-8")))
+                    except UnicodeDecodeError:
+                        raise _fail("invalid UTF-8 in text message", 1007) from None
+                else:
+                    out.append(Message("binary", bytes(buf[start:pos])))
+                continue
             fin = b0 & 0x80
             opcode = b0 & 0x0F
             self._check_header(b0, b1)
