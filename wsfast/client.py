@@ -38,13 +38,53 @@ from .protocol import CLOSED, Protocol, check_close_args
 __all__ = ["Client", "connect"]
 
 _READ_BUFFER = 256 * 1024
+# Outgoing bytes the kernel would not take wait in a per-connection buffer that the
+# reader thread flushes when the socket is writable; a send finding more than this
+# queued waits (bounded by write_timeout) until the queue drains below it.
+_WRITE_HIGH = 256 * 1024
+# A send that follows the previous one within this many seconds joins the queue
+# instead of making its own system call: back-to-back sends are written in batches by
+# the reader thread while an occasional send (a request, an echo) goes out at once.
+_COALESCE_GAP = 20e-6
+_LINGER = 50e-6
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, _ssl.SSLWantReadError, _ssl.SSLWantWriteError)
-_POLLIN = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
-_POLLOUT = select.POLLOUT | select.POLLHUP | select.POLLERR
 
 
-class _ReadTimeout(Exception):
-    pass
+class _IOWait:
+    """Wait for a socket to become readable and/or writable (poll, or select on Windows)."""
+
+    if hasattr(select, "poll"):
+        _IN = select.POLLIN | select.POLLPRI
+        _OUT = select.POLLOUT
+
+        def __init__(self, *socks: socket.socket, write: bool = False) -> None:
+            self._poll = select.poll()
+            self._fd = socks[0].fileno()
+            self._write = write
+            self._poll.register(self._fd, self._OUT if write else self._IN)
+            for extra in socks[1:]:
+                self._poll.register(extra.fileno(), self._IN)
+
+        def want_write(self, on: bool) -> None:
+            """Also wake when the first socket is writable (reader side)."""
+            if on != self._write:
+                self._write = on
+                self._poll.modify(self._fd, self._IN | self._OUT if on else self._IN)
+
+        def wait(self, timeout: Optional[float]) -> None:
+            self._poll.poll(-1 if timeout is None else max(1, int(timeout * 1000 + 0.999)))
+    else:  # pragma: no cover - Windows
+        def __init__(self, *socks: socket.socket, write: bool = False) -> None:
+            self._socks = socks
+            self._write = write
+
+        def want_write(self, on: bool) -> None:
+            self._write = on
+
+        def wait(self, timeout: Optional[float]) -> None:
+            socks = self._socks
+            reads = [] if self._write and len(socks) == 1 else list(socks)
+            select.select(reads, [socks[0]] if self._write else [], [], timeout)
 
 
 class Client:
@@ -76,9 +116,20 @@ class Client:
         self._options = options
         self._protocol = protocol
         self._channel = Channel(options.channel_capacity)
-        self._wlock = threading.Lock()
-        self._wpoll = select.poll()
-        self._wpoll.register(sock.fileno(), _POLLOUT)
+        self._wlock = threading.Lock()      # guards the encoder, _wbuf and the flags below
+        self._room = threading.Condition(self._wlock)   # senders waiting for the queue to drain
+        self._wbuf = bytearray()            # frames queued for the reader thread to write
+        self._flushing = False              # the reader owns the writing (the queue is in use)
+        self._in_deliver = False            # the reader waits for room in the channel
+        self._last_write = 0.0              # when the last direct write finished
+        self._open = True                   # no close frame sent and the connection not ended
+        self._encode = protocol.encoder.encode_message
+        self._backlog = 0                   # bytes queued or being written by the reader
+        self._written = 0                   # bytes written to the socket so far
+        # a socket pair: senders wake the reader's poll when bytes start to queue
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._state_lock = threading.Lock()
         self._close_called = False
         self._ended = threading.Event()   # the reader finished: connection over
@@ -130,37 +181,33 @@ class Client:
     def send(self, data: Union[str, bytes, bytearray, memoryview], type: Optional[int] = None) -> bool:
         """Send one message: ``str`` as TEXT, bytes-like as BINARY, unless ``type`` says.
 
-        Raises InvalidOption (bad data or type), ConnectionClosed, Timeout (write_timeout).
+        Returns True once the frame is written or queued (the reader thread writes the
+        queue). Raises InvalidOption (bad data or type), ConnectionClosed, Timeout
+        (write_timeout).
         """
-        if type is None:
+        cls = data.__class__
+        if type is None and (cls is str or cls is bytes):
             opcode = None
-        elif type == TEXT or type == BINARY:
-            if isinstance(type, bool):
-                raise InvalidOption("type must be wsfast.TEXT or wsfast.BINARY")
-            opcode = int(type)
         else:
-            raise InvalidOption(f"type must be wsfast.TEXT (1) or wsfast.BINARY (2), not {type!r}")
-        if isinstance(data, str):
-            if opcode == BINARY:
-                data = _utf8(data)
-            elif not data.isascii():
-                _utf8(data)   # lone surrogates cannot be sent
-        elif isinstance(data, (bytes, bytearray, memoryview)):
-            if opcode == TEXT:
-                try:
-                    bytes(data).decode("utf-8")
-                except UnicodeDecodeError:
-                    raise InvalidOption("send(bytes, TEXT) needs valid UTF-8") from None
-        else:
-            raise InvalidOption(f"send() takes str or bytes-like data, not {data.__class__.__name__}")
+            data, opcode = _check_send(data, type)
+        # Fast path: back-to-back sends append to the queue the reader is writing.
         with self._wlock:
-            if self._protocol.close_sent is not None or self._ended.is_set():
-                raise self._closed_error()
-            frame = self._protocol.send_message(data, opcode)
-            self._write_locked(frame)
-            self._messages_out += 1
-            if self._protocol.pending:
-                self._flush_pending_locked()
+            if self._flushing and self._open and self._backlog < _WRITE_HIGH:
+                try:
+                    frame = self._encode(data, opcode)
+                except UnicodeEncodeError:
+                    raise InvalidOption("text is not valid Unicode (lone surrogate)") from None
+                self._wbuf += frame
+                n = len(frame)
+                self._backlog += n
+                self._bytes_out += n
+                self._messages_out += 1
+                return True
+        try:
+            self._write(self._encode, data, opcode)
+        except UnicodeEncodeError:
+            raise InvalidOption("text is not valid Unicode (lone surrogate)") from None
+        self._messages_out += 1
         return True
 
     def ping(self, data: Union[bytes, str] = b"") -> bool:
@@ -171,12 +218,7 @@ class Client:
             raise InvalidOption("ping data must be bytes or str")
         if len(data) > 125:
             raise InvalidOption("ping data over 125 bytes")
-        with self._wlock:
-            if self._protocol.close_sent is not None or self._ended.is_set():
-                raise self._closed_error()
-            self._write_locked(self._protocol.send_ping(data))
-            if self._protocol.pending:
-                self._flush_pending_locked()
+        self._write(self._protocol.send_ping, data)
         return True
 
     def close(self, code: int = CLOSE_CODES.NORMAL, reason: str = "") -> bool:
@@ -194,17 +236,14 @@ class Client:
         timeout = self._options.close_timeout
         deadline = time.monotonic() + timeout
         proto = self._protocol
-        # A send blocked on a peer that does not read holds the write lock: wait for it
-        # only until the deadline, then drop the connection (which releases that send).
-        if self._wlock.acquire(True, timeout):
-            try:
+        try:
+            with self._wlock:
+                self._open = False
                 frame = proto.send_close(int(code), reason)
                 if frame:
-                    self._write_locked(frame, deadline)
-            except Error:
-                pass   # the reader sees the broken socket and ends the connection
-            finally:
-                self._wlock.release()
+                    self._queue_locked(frame)
+        except Error:
+            pass   # the reader sees the broken socket and ends the connection
         if not self._ended.wait(max(0.0, deadline - time.monotonic())):
             if proto.error is None and proto.close_received is None:
                 proto.error = Timeout(f"close timeout: no close frame from the server within "
@@ -235,82 +274,157 @@ class Client:
         return ConnectionClosed(f"the connection is closed (code {code})" if code
                                 else "the connection is closing", close_code=code, reason=reason)
 
-    def _write_locked(self, data: bytes, deadline: Optional[float] = None) -> None:
-        """Write all of ``data``; the caller holds the write lock."""
-        send = self._send
-        n = len(data)
-        try:
-            sent = send(data)
-        except _WOULD_BLOCK:
-            sent = 0
-        except OSError as exc:
-            raise self._write_failed(exc)
-        if sent == n:
-            self._bytes_out += n
-            return
-        if deadline is None and self._options.write_timeout is not None:
-            deadline = time.monotonic() + self._options.write_timeout
-        view = memoryview(data)
-        while sent < n:
-            if deadline is None:
-                wait = -1
-            else:
+    def _write(self, encode, *args) -> None:
+        """Encode a frame and write it, or queue it for the reader thread to write.
+
+        The write lock is held only for non-blocking work (encoding, one ``send``
+        call, appending to the queue), never across a wait, so the reader can always
+        queue a pong. A sender finding the queue over its bound waits for room first,
+        at most ``write_timeout``; then nothing of its message was sent. A frame that
+        leaves the queue over the bound (a large message) is waited for until the
+        queue drains below it, like a blocking write.
+        """
+        with self._wlock:
+            if self._backlog >= _WRITE_HIGH:
+                self._wait_room(None)
+            if not self._open or self._protocol.close_sent is not None or self._ended.is_set():
+                raise self._closed_error()
+            self._queue_locked(encode(*args))
+            if self._backlog >= _WRITE_HIGH:
+                self._wait_room(self._written + self._backlog)
+
+    def _wait_room(self, end: Optional[int]) -> None:
+        """Wait (lock held, released while waiting) until the backlog is under its bound.
+
+        ``end``: the stream offset just past this sender's own frame, when it is
+        already queued; if the connection ends before that offset was written, the
+        message did not go out and the sender gets the error.
+        """
+        timeout = self._options.write_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._backlog >= _WRITE_HIGH and (end is None or self._written < end):
+            if self._ended.is_set() or self._protocol.error is not None:
+                raise self._closed_error()
+            left = None
+            if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    if sent:   # half a frame is out: the stream cannot be used any more
+                    if end is not None:   # our frame is half out: the stream cannot be trusted
+                        self._protocol.fail(Timeout("write timeout", url=self.url))
                         self._abort()
                     raise Timeout("write timeout", url=self.url)
-                wait = max(1, int(left * 1000))
-            self._wpoll.poll(wait)
-            if self._ended.is_set():
-                raise self._closed_error()
-            try:
-                sent += send(view[sent:])
-            except _WOULD_BLOCK:
-                pass
-            except OSError as exc:
-                raise self._write_failed(exc)
+            self._room.wait(left)
+
+    def _queue_locked(self, frame: bytes) -> None:
+        """Write ``frame`` now, or append it to the queue; the caller holds the lock."""
+        n = len(frame)
         self._bytes_out += n
+        if not self._flushing:
+            now = time.monotonic()
+            if now - self._last_write > _COALESCE_GAP:
+                try:
+                    sent = self._send(frame)
+                except _WOULD_BLOCK:
+                    sent = 0
+                except OSError as exc:
+                    raise self._write_failed(exc)
+                self._last_write = time.monotonic()
+                self._written += sent
+                if sent == n:
+                    return
+                frame = memoryview(frame)[sent:]
+                n -= sent
+            else:
+                self._last_write = now
+            self._flushing = True
+            self._wbuf += frame
+            self._backlog += n
+            self._wake_reader()
+        else:
+            self._wbuf += frame
+            self._backlog += n
+
+    def _wake_reader(self) -> None:
+        if self._in_deliver:
+            self._channel._interrupt_senders()
+        try:
+            self._wake_w.send(b"w")
+        except OSError:
+            pass   # full of wake-ups already, or closing
 
     def _write_failed(self, exc: OSError) -> Error:
         if self._ended.is_set():
             return self._closed_error()
         return ConnectError(f"write failed: {exc}", url=self.url, cause=exc)
 
-    def _flush_locked(self) -> None:
-        """Write the frames the protocol queued (pongs, close replies); the caller holds the lock."""
-        for frame in self._protocol.data_to_send():
-            self._write_locked(frame, time.monotonic() + self._options.close_timeout)
+    def _flush(self, linger: bool = False) -> bool:
+        """Reader: write the queue (and the protocol's pongs/close replies) until the
+        socket would block; True when everything went out.
 
-    def _flush_pending_locked(self) -> None:
-        """A writer's turn to flush what the reader queued while the lock was taken."""
-        try:
-            self._flush_locked()
-        except Error:
-            pass   # the reader sees the broken socket and ends the connection
-
-    def _try_flush(self) -> None:
-        """Reader: flush the queued frames unless a writer holds the lock.
-
-        A writer blocked on a peer that waits for us to read must not block the reader
-        too (both ends would deadlock); that writer flushes the frames when its write
-        is done, and the reader retries soon (see ``_receive_phase``).
+        ``linger``: after writing, wait a moment for more before handing writing back
+        to the senders, so a burst of sends is written in a few large system calls
+        rather than one per message (and one wake-up of this thread per message).
         """
-        if self._wlock.acquire(False):
+        lock = self._wlock
+        send = self._send
+        chunk = None
+        sent = 0
+        while True:
+            with lock:
+                if chunk is not None:
+                    self._backlog -= sent
+                    self._written += sent
+                    if sent < len(chunk):
+                        del chunk[:sent]
+                        chunk += self._wbuf
+                        self._wbuf = chunk
+                        self._room.notify_all()
+                        return False
+                proto = self._protocol
+                if proto.pending:
+                    for frame in proto.data_to_send():
+                        self._bytes_out += len(frame)
+                        self._backlog += len(frame)
+                        self._wbuf += frame
+                    if proto.close_sent is not None:
+                        self._open = False   # our close frame is queued: no data after it
+                chunk = self._wbuf
+                if chunk:
+                    self._flushing = True
+                    self._wbuf = bytearray()   # senders append to a new queue while we write
+                elif not linger:
+                    self._flushing = False
+                    self._room.notify_all()
+                    return True
+            if not chunk:
+                linger = False
+                chunk = None
+                time.sleep(_LINGER)
+                continue
             try:
-                self._flush_locked()
-            finally:
-                self._wlock.release()
+                sent = send(chunk)          # outside the lock: senders keep queueing
+            except _WOULD_BLOCK:
+                sent = 0
+            except OSError as exc:
+                with lock:
+                    self._room.notify_all()
+                raise self._write_failed(exc)
 
-    def _flush_protocol(self) -> None:
-        """Reader, at the end: write the close reply or failure close, within close_timeout."""
-        if not self._wlock.acquire(True, self._options.close_timeout):
-            self._abort()   # a writer is stuck on a peer that does not read
-            return
-        try:
-            self._flush_locked()
-        finally:
-            self._wlock.release()
+    def _final_flush(self) -> None:
+        """Reader, at the end: write the close reply or failure close and the queue, within close_timeout."""
+        deadline = time.monotonic() + self._options.close_timeout
+        waiter = _IOWait(self._sock, write=True)
+        while True:
+            try:
+                if self._flush():
+                    return
+            except Error:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._abort()
+                return
+            waiter.wait(left)
 
     def _abort(self) -> None:
         """Drop the TCP connection; the reader and any blocked writer wake up and finish."""
@@ -327,8 +441,8 @@ class Client:
         proto = self._protocol
         try:
             self._receive_phase()
-            if proto.pending:
-                self._flush_protocol()
+            if proto.pending or self._flushing:
+                self._final_flush()
             # The closing handshake is over (or the connection failed): the channel
             # ends now; waiting for the server's FIN below must not hold up consumers.
             self._finish()
@@ -348,18 +462,22 @@ class Client:
                     self._sock.close()
             except OSError:
                 pass
+            self._wake_r.close()
+            self._wake_w.close()
             self._finish()
 
     def _finish(self) -> None:
+        self._open = False
         self._ended.set()
         self._channel.close()
+        with self._wlock:
+            self._room.notify_all()   # senders waiting for room get their error
 
     def _receive_phase(self) -> None:
         """Read, decode and deliver until a close frame, an error or EOF."""
-        sock = self._sock
         proto = self._protocol
-        poller = select.poll()
-        poller.register(sock.fileno(), _POLLIN)
+        waiter = _IOWait(self._sock, self._wake_r)
+        wake_recv = self._wake_r.recv
         buf = bytearray(_READ_BUFFER)
         view = memoryview(buf)
         recv_into = self._recv_into
@@ -374,23 +492,23 @@ class Client:
                 self._deliver(msgs)
         deadline = None if read_timeout is None else time.monotonic() + read_timeout
         while proto.state != CLOSED and proto.error is None:
-            if proto.pending:
-                self._try_flush()
+            if self._flushing or proto.pending:
+                waiter.want_write(not self._flush(True))
             try:
                 n = recv_into(buf)
             except _WOULD_BLOCK:
-                if deadline is None:
-                    wait = -1
-                else:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
+                wait = None
+                if deadline is not None:
+                    wait = deadline - time.monotonic()
+                    if wait <= 0:
                         proto.fail(Timeout(f"read timeout: no message for {read_timeout:g} s",
                                            url=self.url), CLOSE_CODES.GOING_AWAY, "read timeout")
                         return
-                    wait = max(1, int(left * 1000))
-                if proto.pending and not 0 <= wait <= 20:
-                    wait = 20   # a writer held the lock: retry the flush soon
-                poller.poll(wait)
+                waiter.wait(wait)
+                try:
+                    wake_recv(4096)
+                except OSError:
+                    pass
                 continue
             except OSError as exc:
                 if proto.error is None:
@@ -412,19 +530,23 @@ class Client:
 
     def _deliver(self, msgs: list) -> None:
         ch = self._channel
+        self._in_deliver = True
         try:
             done = ch._send_batch(msgs)
             while done < len(msgs) and not self._dropping:
+                # interrupted: a sender queued bytes while we waited for the consumer
+                if self._flushing or self._protocol.pending:
+                    self._flush()
                 done = ch._send_batch(msgs, done)
         except ChannelClosed:
             self._dropping = True   # the user closed the channel: keep the connection serviced
+        finally:
+            self._in_deliver = False
 
     def _drain_phase(self) -> None:
         """After the close frames: wait (bounded) for the server to end the TCP stream."""
-        sock = self._sock
         proto = self._protocol
-        poller = select.poll()
-        poller.register(sock.fileno(), _POLLIN)
+        waiter = _IOWait(self._sock)
         deadline = time.monotonic() + self._options.close_timeout
         buf = bytearray(65536)
         while True:
@@ -434,7 +556,7 @@ class Client:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return
-                poller.poll(max(1, int(left * 1000)))
+                waiter.wait(left)
                 continue
             except OSError:
                 return
@@ -449,7 +571,29 @@ class Client:
                     if not self._dropping:
                         self._deliver(msgs)
                 if proto.pending:
-                    self._flush_protocol()
+                    self._final_flush()
+
+
+def _check_send(data: Any, type: Optional[int]) -> tuple:
+    """Validate send()'s arguments beyond the common cases; return (data, opcode)."""
+    if type is None:
+        opcode = None
+    elif (type == TEXT or type == BINARY) and not isinstance(type, bool):
+        opcode = int(type)
+    else:
+        raise InvalidOption(f"type must be wsfast.TEXT (1) or wsfast.BINARY (2), not {type!r}")
+    if isinstance(data, str):
+        if opcode == BINARY:
+            data = _utf8(data)
+    elif isinstance(data, (bytes, bytearray, memoryview)):
+        if opcode == TEXT:
+            try:
+                bytes(data).decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidOption("send(bytes, TEXT) needs valid UTF-8") from None
+    else:
+        raise InvalidOption(f"send() takes str or bytes-like data, not {data.__class__.__name__}")
+    return data, opcode
 
 
 def _locked(call, lock):
