@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.wsfast-installed
+DOCS_STAMP := $(VENV)/.wsfast-docs-tools
+LINT_STAMP := $(VENV)/.wsfast-lint-tools
 
-.PHONY: test test-fast demo bench lint clean
+.PHONY: test test-fast demo bench lint docs lint-workflows clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,5 +35,29 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check wsfast tests benchmarks examples
 
+# The documentation site (MkDocs) into site/. Also checks that docs/api.md covers every
+# name in wsfast.__all__ (read from the source, so no build is needed).
+$(DOCS_STAMP): $(PY)
+	$(PY) -m pip install -q "mkdocs>=1.6,<2" "mkdocs-material>=9.5,<10"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(PY) -c "import ast, pathlib, re, sys; \
+	tree = ast.parse(pathlib.Path('wsfast/__init__.py').read_text()); \
+	names = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == '__all__'); \
+	api = pathlib.Path('docs/api.md').read_text(); \
+	missing = [n for n in names if not re.search('\x60' + re.escape(n) + '[\x60(]', api)]; \
+	sys.exit('docs/api.md does not document: ' + ', '.join(missing) if missing else 0)"
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+# The GitHub workflows against their JSON schema (shipped inside check-jsonschema), and yamllint.
+$(LINT_STAMP): $(PY)
+	$(PY) -m pip install -q "check-jsonschema>=0.28" "yamllint>=1.35"
+	touch $(LINT_STAMP)
+
+lint-workflows: $(LINT_STAMP)
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(VENV)/bin/yamllint -s -d "{extends: default, rules: {line-length: {max: 120}, document-start: disable, truthy: {check-keys: false}}}" .github/workflows mkdocs.yml
+
 clean:
-	rm -rf build dist *.egg-info wsfast/*.so wsfast/_codec.c .pytest_cache
+	rm -rf build dist *.egg-info wsfast/*.so wsfast/_codec.c .pytest_cache site
