@@ -778,3 +778,48 @@ def test_iteration_exception_in_loop_body_loses_nothing():
                 raise RuntimeError("consumer failed")
     ch.close()
     assert list(ch) == list(range(4, 10))
+
+
+_INTERRUPT_SCRIPT = r'''
+import sys, threading
+import wsfast
+ch = wsfast.Channel(16)
+def produce():
+    i = 0
+    while True:
+        try:
+            ch.send(i)
+        except wsfast.ChannelClosed:
+            return
+        i += 1
+threading.Thread(target=produce, daemon=True).start()
+print("ready", flush=True)
+try:
+    while True:
+        if sys.argv[1] == "select":
+            wsfast.select(ch.case_receive(), wsfast.after(1).case_receive())
+        else:
+            ch.receive()
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+'''
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", ["select", "receive"])
+def test_ctrl_c_during_a_busy_receive_or_select_never_hangs(mode):
+    import signal
+    import subprocess
+    import sys
+    for _ in range(12):
+        proc = subprocess.Popen([sys.executable, "-c", _INTERRUPT_SCRIPT, mode],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().strip() == "ready"
+            time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert "interrupted" in out

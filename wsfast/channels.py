@@ -69,7 +69,7 @@ class _SelectState:
 class _Waiter:
     """A parked send or receive; ``value``/``ok`` are filled in by whoever completes it."""
 
-    __slots__ = ("park", "sel", "value", "ok", "case")
+    __slots__ = ("park", "sel", "value", "ok", "case", "done")
 
     def __init__(self, park: Any, sel: Optional[_SelectState] = None,
                  value: Any = None, case: int = -1) -> None:
@@ -78,6 +78,15 @@ class _Waiter:
         self.value = value
         self.ok = False
         self.case = case
+        self.done = False   # set by the completer after value/ok, before it releases park
+
+
+def _await_done(w: _Waiter) -> None:
+    """An interrupted waiter that was already claimed: wait for its completer to finish
+    filling it in (a few bytecodes under a channel lock). Never re-acquires ``park``:
+    the interrupted acquire may have taken it already."""
+    while not w.done:
+        time.sleep(0.0001)
 
 
 def _new_park() -> Any:
@@ -185,6 +194,7 @@ class Channel:
                 if _claim(w):
                     value = w.value
                     w.ok = True
+                    w.done = True
                     w.park.release()
                     return value, True
             if self._batchq:
@@ -245,6 +255,7 @@ class Channel:
             if _claim(w):
                 buf.append(w.value)
                 w.ok = True
+                w.done = True
                 w.park.release()
         if self._batchq and len(buf) <= self._low:
             for park in self._batchq:
@@ -271,6 +282,7 @@ class Channel:
                 if _claim(w):
                     w.value = value
                     w.ok = True
+                    w.done = True
                     w.park.release()
                     return True
             buf = self._buf
@@ -300,6 +312,7 @@ class Channel:
                         if q is self._recvq:
                             w.value = None
                         w.ok = False
+                        w.done = True
                         w.park.release()
             for park in self._batchq:
                 park.release()
@@ -318,7 +331,7 @@ class Channel:
                 return True
         except BaseException:  # e.g. KeyboardInterrupt: undo, keeping no value lost
             if not self._cancel(w, q):
-                park.acquire()
+                _await_done(w)
                 if q is self._recvq and w.ok:
                     self._push_back(w.value)
             raise
@@ -359,6 +372,7 @@ class Channel:
             if _claim(w):
                 value = w.value
                 w.ok = True
+                w.done = True
                 w.park.release()
                 return value, True
         if self._closed:
@@ -374,6 +388,7 @@ class Channel:
             if _claim(w):
                 w.value = value
                 w.ok = True
+                w.done = True
                 w.park.release()
                 return True
         buf = self._buf
@@ -421,6 +436,7 @@ class Channel:
                     if _claim(w):
                         w.value = items[i]
                         w.ok = True
+                        w.done = True
                         w.park.release()
                         i += 1
                 room = self._cap - len(buf)
@@ -513,9 +529,11 @@ def select(*cases: _Case, default: bool = False,
             order = list(range(n))
             random.shuffle(order)
 
-    for ch in channels:
-        ch._lock.acquire()
+    locked = []
     try:
+        for ch in channels:
+            ch._lock.acquire()
+            locked.append(ch)
         for i in order:
             c = cases[i]
             if c.is_send:
@@ -537,7 +555,7 @@ def select(*cases: _Case, default: bool = False,
             (ch._sendq if c.is_send else ch._recvq).append(w)
             waiters.append(w)
     finally:
-        for ch in channels:
+        for ch in locked:
             ch._lock.release()
 
     park = sel.park
@@ -547,8 +565,10 @@ def select(*cases: _Case, default: bool = False,
         if sel.claim.acquire(False):
             _withdraw(cases, waiters, None)
         else:
-            park.acquire()
+            while sel.fired is None:   # claimed a moment ago: the claimer records itself next
+                time.sleep(0.0001)
             w = sel.fired
+            _await_done(w)
             _withdraw(cases, waiters, w)
             c = cases[w.case]
             if not c.is_send and w.ok:
