@@ -13,6 +13,7 @@ silent peer could stretch forever.
 
 from __future__ import annotations
 
+import mmap
 import select
 import socket
 import ssl as _ssl
@@ -478,7 +479,9 @@ class Client:
         proto = self._protocol
         waiter = _IOWait(self._sock, self._wake_r)
         wake_recv = self._wake_r.recv
-        buf = bytearray(_READ_BUFFER)
+        # An anonymous mapping, not a bytearray: its pages become resident only when a
+        # read reaches them, so an idle connection costs no buffer memory.
+        buf = mmap.mmap(-1, _READ_BUFFER)
         view = memoryview(buf)
         recv_into = self._recv_into
         receive_data = proto.receive_data
