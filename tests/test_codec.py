@@ -1409,3 +1409,53 @@ def test_paths_agree_on_encoding(items, options):
         fa = read_client_frames(a.encode_message(item))
         fb = read_client_frames(b.encode_message(item))
         assert [f[:3] + f[4:] for f in fa] == [f[:3] + f[4:] for f in fb]
+
+
+# ---------------------------------------------------------------- large messages read in place
+
+@pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY])
+def test_large_message_split_anywhere_then_a_small_one(codec, opcode):
+    payload = (b"0123456789abcdef\xc3\xa9" * 60000)[:1 * MiB]  # cut inside no sequence
+    stream = frame(opcode, payload) + frame(OP_TEXT, b"after")
+    expected = payload.decode() if opcode == OP_TEXT else payload
+    for step in (1000, 65536, 100_000, len(stream) - 3):
+        r = run_bytes(codec, stream, step)
+        assert r.error is None
+        assert r.messages == [("text" if opcode == OP_TEXT else "binary", expected), ("text", "after")]
+        assert r.buffered == 0
+
+
+def test_large_text_with_invalid_utf8_at_the_end_fails_1007(codec):
+    payload = b"a" * (200 * KiB) + b"\xff"
+    r = run_bytes(codec, frame(OP_TEXT, payload) + frame(OP_TEXT, b"never"), 50_000)
+    assert error_code(r) == 1007
+    assert r.messages == []
+
+
+def test_large_frame_partly_received_counts_as_buffered(codec):
+    data = frame(OP_BINARY, b"x" * (100 * KiB))
+    r = run_bytes(codec, data[:70_000])
+    assert r.messages == [] and r.error is None
+    assert r.buffered == 70_000
+
+
+def test_read_target_lets_the_caller_read_a_large_message_in_place(codec):
+    payload = bytes(range(256)) * 1024   # 256 KiB
+    data = frame(OP_BINARY, payload) + frame(OP_TEXT, b"next")
+    parser = codec.FrameParser()
+    assert parser.feed(data[:10_000]) == []
+    got = []
+    pos = 10_000
+    while True:
+        target = parser.read_target()
+        if target is None:
+            break
+        n = min(len(target), 30_000)
+        target[:n] = data[pos:pos + n]
+        target.release()
+        pos += n
+        got += parser.advance(n)
+    got += parser.feed(data[pos:])
+    assert [(m.type, m.data) for m in got] == [("binary", payload), ("text", "next")]
+    if not codec.COMPILED:
+        assert pos == 10_000   # the pure codec has no in-place reads: everything went through feed

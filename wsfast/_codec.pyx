@@ -23,6 +23,8 @@ cimport cython
 
 cdef extern from "Python.h":
     object PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
+    object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
+    int PyBUF_WRITE
     const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
 
 __all__ = [
@@ -45,6 +47,7 @@ DEFAULT_READ_LIMIT = 16 * 1024 * 1024
 
 cdef Py_ssize_t NOGIL_THRESHOLD = 65536     # release the GIL for buffers at least this large
 cdef Py_ssize_t KEEP_BUFFER = 262144        # shrink reassembly buffers back to this after a big message
+cdef Py_ssize_t DIRECT_MIN = 65536          # payloads this large are read straight into their message
 cdef bytes DEFLATE_TAIL = b"\x00\x00\xff\xff"
 cdef str TYPE_TEXT = "text"
 cdef str TYPE_BINARY = "binary"
@@ -361,6 +364,11 @@ cdef class FrameParser:
     cdef Py_ssize_t _msg_size
     cdef Py_ssize_t _msg_wire
     cdef Utf8State _utf8
+    # A large single-frame message being read straight into its final bytes object:
+    cdef bytes _direct
+    cdef Py_ssize_t _direct_pos
+    cdef Py_ssize_t _direct_hlen
+    cdef bint _direct_text
 
     def __cinit__(self):
         self._buf.data = NULL
@@ -399,6 +407,8 @@ cdef class FrameParser:
     @property
     def buffered(self):
         """Bytes held of a frame not yet complete."""
+        if self._direct is not None:
+            return self._direct_hlen + self._direct_pos
         return self._buf.len
 
     def feed(self, data):
@@ -406,24 +416,32 @@ cdef class FrameParser:
         cdef list out = []
         cdef Py_buffer view
         cdef Py_ssize_t pos, n
+        cdef const uint8_t *p
         if self.error is not None or self.closed:
             return out
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
+            p = <const uint8_t *>view.buf
             n = view.len
+            if self._direct is not None and n:
+                pos = self._direct_copy(p, n, out)
+                p += pos
+                n -= pos
+                if self.error is not None:
+                    return out
             if n == 0:
                 return out
             if self._buf.len:
-                _buf_append(&self._buf, <const uint8_t *>view.buf, n)
+                _buf_append(&self._buf, p, n)
                 pos = self._parse(self._buf.data, self._buf.len, out)
                 if pos:
                     memmove(self._buf.data, self._buf.data + pos, self._buf.len - pos)
                     self._buf.len -= pos
                     _buf_shrink(&self._buf)
             else:
-                pos = self._parse(<const uint8_t *>view.buf, n, out)
+                pos = self._parse(p, n, out)
                 if pos < n and not self.closed:
-                    _buf_append(&self._buf, <const uint8_t *>view.buf + pos, n - pos)
+                    _buf_append(&self._buf, p + pos, n - pos)
         except ProtocolError as exc:
             self.error = exc
             self._buf.len = 0
@@ -433,6 +451,47 @@ cdef class FrameParser:
             self._buf.len = 0
             _buf_shrink(&self._buf)
         return out
+
+    def read_target(self):
+        """Internal: a writable view the caller may ``recv_into`` (then ``advance(n)``),
+        while a large message is read straight into its final buffer; else None."""
+        if self._direct is None:
+            return None
+        return PyMemoryView_FromMemory(PyBytes_AS_STRING(self._direct) + self._direct_pos,
+                                       PyBytes_GET_SIZE(self._direct) - self._direct_pos, PyBUF_WRITE)
+
+    def advance(self, Py_ssize_t n):
+        """Internal: ``n`` bytes were written into ``read_target()``; return completed messages."""
+        cdef list out = []
+        if self._direct is None or n < 0 or n > PyBytes_GET_SIZE(self._direct) - self._direct_pos:
+            raise ValueError("advance() without a matching read_target()")
+        self._direct_pos += n
+        if self._direct_pos == PyBytes_GET_SIZE(self._direct):
+            self._direct_done(out)
+        return out
+
+    cdef Py_ssize_t _direct_copy(self, const uint8_t *p, Py_ssize_t n, list out) except -1:
+        cdef Py_ssize_t take = PyBytes_GET_SIZE(self._direct) - self._direct_pos
+        if take > n:
+            take = n
+        memcpy(PyBytes_AS_STRING(self._direct) + self._direct_pos, p, take)
+        self._direct_pos += take
+        if self._direct_pos == PyBytes_GET_SIZE(self._direct):
+            self._direct_done(out)
+        return take
+
+    cdef int _direct_done(self, list out) except -1:
+        cdef bytes data = self._direct
+        self._direct = None
+        if self._direct_text:
+            try:
+                out.append(_message(TYPE_TEXT, _decode_text(<const uint8_t *>PyBytes_AS_STRING(data),
+                                                            PyBytes_GET_SIZE(data))))
+            except ProtocolError as exc:
+                self.error = exc
+        else:
+            out.append(_message(TYPE_BINARY, data))
+        return 0
 
     cdef Py_ssize_t _parse(self, const uint8_t *buf, Py_ssize_t end, list out) except -1:
         cdef Py_ssize_t pos = 0, start, hlen
@@ -469,6 +528,16 @@ cdef class FrameParser:
             if opcode < 8:
                 self._check_length(opcode, b0 & 0x40, length)
             if <uint64_t>(end - pos - hlen) < length:
+                if (length >= <uint64_t>DIRECT_MIN and fin and (opcode == 1 or opcode == 2)
+                        and not (b0 & 0x40)):
+                    # a large whole message: allocate it once and read into it
+                    start = pos + hlen
+                    self._direct = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>length)
+                    self._direct_pos = end - start
+                    self._direct_hlen = hlen
+                    self._direct_text = opcode == 1
+                    memcpy(PyBytes_AS_STRING(self._direct), buf + start, end - start)
+                    return end
                 break
             start = pos + hlen
             pos = start + <Py_ssize_t>length

@@ -207,6 +207,15 @@ class FrameParser:
         self.control = []
         return control
 
+    def read_target(self):
+        """Internal: a buffer to read a large message straight into (the compiled codec
+        has one while a big message arrives); the pure codec never has one: None."""
+        return None
+
+    def advance(self, n: int) -> List[Message]:
+        """Internal: the counterpart of ``read_target``; never valid here."""
+        raise ValueError("advance() without a matching read_target()")
+
     @property
     def buffered(self) -> int:
         """Bytes held of a frame not yet complete."""

@@ -485,6 +485,7 @@ class Client:
         view = memoryview(buf)
         recv_into = self._recv_into
         receive_data = proto.receive_data
+        read_target = proto.parser.read_target
         read_timeout = self._options.read_timeout
         if self._leftover:
             msgs = receive_data(self._leftover)
@@ -497,8 +498,10 @@ class Client:
         while proto.state != CLOSED and proto.error is None:
             if self._flushing or proto.pending:
                 waiter.want_write(not self._flush(True))
+            # a large message is read straight into its final buffer (compiled codec)
+            target = read_target()
             try:
-                n = recv_into(buf)
+                n = recv_into(buf if target is None else target)
             except _WOULD_BLOCK:
                 wait = None
                 if deadline is not None:
@@ -523,7 +526,11 @@ class Client:
                 proto.receive_eof()
                 return
             self._bytes_in += n
-            msgs = receive_data(view[:n])
+            if target is None:
+                msgs = receive_data(view[:n])
+            else:
+                target.release()
+                msgs = proto.receive_direct(n)
             if msgs:
                 self._messages_in += len(msgs)
                 if not self._dropping:

@@ -79,6 +79,14 @@ class Protocol:
             self._handle_events()
         return msgs
 
+    def receive_direct(self, n: int) -> List[Message]:
+        """``n`` bytes were read into ``parser.read_target()``; return the messages completed."""
+        parser = self.parser
+        msgs = parser.advance(n)
+        if parser.error is not None:
+            self._handle_events()
+        return msgs
+
     def _handle_events(self) -> None:
         parser = self.parser
         for event in parser.take_control():
