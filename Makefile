@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.wsfast-installed
 DOCS_STAMP := $(VENV)/.wsfast-docs-tools
 LINT_STAMP := $(VENV)/.wsfast-lint-tools
 
-.PHONY: test test-fast demo bench lint docs lint-workflows clean
+.PHONY: test test-fast demo bench bench-e2e lint docs lint-workflows clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks -q --benchmark-only
+
+# End to end against the peers (docs/performance.md); ARGS="--quick" for a short run.
+bench-e2e: $(STAMP)
+	$(PY) -m pip install -q picows aiohttp websocket-client uvloop orjson matplotlib
+	$(PY) -m benchmarks.e2e --setup-py312 $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check wsfast tests benchmarks examples

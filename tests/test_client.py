@@ -1068,3 +1068,17 @@ def test_select_over_two_clients_with_a_keepalive_timer(ws_server, clients):
     assert r.channel is not None
     assert len(ch1) == 0 and len(ch2) == 0
     assert c1.close() and c2.close()
+
+
+def test_messages_arriving_during_close_are_delivered_while_the_channel_has_room(raw_server, clients):
+    def script(srv):
+        code, _reason, _before = read_until_close(srv.conn)
+        # data frames sent after the client's close frame, before the close reply
+        srv.conn.sendall(b"".join(server_frame(OP_TEXT, f"late{i}".encode()) for i in range(20)))
+        srv.conn.sendall(close_frame(code))
+
+    srv = raw_server(script)
+    c = clients(srv.url, close_timeout="5s")
+    assert c.close() is True
+    assert [m.data for m in c.channel()] == [f"late{i}" for i in range(20)]
+    assert c.close_code == 1000

@@ -409,7 +409,7 @@ class Channel:
 
     # -- internal: the WebSocket reader's batch path -----------------------------------
 
-    def _send_batch(self, items: List[Any], start: int = 0) -> int:
+    def _send_batch(self, items: List[Any], start: int = 0, block: bool = True) -> int:
         """Internal: send ``items[start:]`` in order; returns the index reached.
 
         Parked receivers get values directly, the rest go into the buffer, all in one
@@ -418,7 +418,8 @@ class Channel:
         or earlier (the index of the first unsent item) when another thread called
         ``_interrupt_senders()``; that request is consumed by this return. Raises
         ChannelClosed if the channel is (or gets) closed; items before the returned
-        index were not sent then. Capacity-0 channels are not supported.
+        index were not sent then. Capacity-0 channels are not supported. ``block=False``:
+        place what fits now and return at once.
         """
         if self._cap == 0:
             raise InvalidOption("_send_batch needs a buffered channel")
@@ -444,8 +445,9 @@ class Channel:
                     j = i + room if i + room < n else n
                     buf.extend(items[i:j] if i or j != n else items)
                     i = j
-                if i >= n or self._interrupted:
-                    self._interrupted = False
+                if i >= n or self._interrupted or not block:
+                    if block:
+                        self._interrupted = False
                     return i
                 park = _new_park()
                 self._batchq.append(park)

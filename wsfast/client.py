@@ -134,7 +134,8 @@ class Client:
         self._state_lock = threading.Lock()
         self._close_called = False
         self._ended = threading.Event()   # the reader finished: connection over
-        self._dropping = False            # close() was called: stop delivering messages
+        self._dropping = False            # close() was called: deliver only what fits
+        self._channel_gone = False        # the user closed the receive channel
         self._messages_in = 0
         self._bytes_in = 0
         self._messages_out = 0
@@ -533,15 +534,20 @@ class Client:
                 msgs = proto.receive_direct(n)
             if msgs:
                 self._messages_in += len(msgs)
-                if not self._dropping:
-                    self._deliver(msgs)
+                self._deliver(msgs)
                 if deadline is not None:   # after delivery: a slow consumer is not a silent server
                     deadline = time.monotonic() + read_timeout
 
     def _deliver(self, msgs: list) -> None:
         ch = self._channel
-        self._in_deliver = True
+        if self._channel_gone:
+            return
         try:
+            if self._dropping:
+                # close() was called: keep what fits, never wait for the consumer
+                ch._send_batch(msgs, 0, False)
+                return
+            self._in_deliver = True
             done = ch._send_batch(msgs)
             while done < len(msgs) and not self._dropping:
                 # interrupted: a sender queued bytes while we waited for the consumer
@@ -549,7 +555,7 @@ class Client:
                     self._flush()
                 done = ch._send_batch(msgs, done)
         except ChannelClosed:
-            self._dropping = True   # the user closed the channel: keep the connection serviced
+            self._channel_gone = True   # the user closed the channel: keep the connection serviced
         finally:
             self._in_deliver = False
 
@@ -576,10 +582,7 @@ class Client:
             if proto.close_received is None and proto.error is None:
                 # still waiting for the server's close frame after ours
                 msgs = proto.receive_data(memoryview(buf)[:n])
-                if msgs:
-                    self._messages_in += len(msgs)
-                    if not self._dropping:
-                        self._deliver(msgs)
+                self._messages_in += len(msgs)   # the channel has ended: counted, not delivered
                 if proto.pending:
                     self._final_flush()
 

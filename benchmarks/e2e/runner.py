@@ -35,13 +35,14 @@ DEFAULT_CHART = ROOT / "docs" / "bench_e2e.png"
 DEFAULT_VENV312 = ROOT / "build" / "bench-venv312"
 
 CLIENT_ORDER = [
-    "wsfast", "wsfast-receive", "wsfast-pure", "picows", "picows-websockets", "aiohttp",
+    "wsfast", "wsfast-10k", "wsfast-receive", "wsfast-pure", "picows", "picows-websockets", "aiohttp",
     "websockets-sync", "websockets-asyncio", "websocket-client", "websocket-rs",
     "websocket-rs-async", "raw",
 ]
 PY312_CLIENTS = {"websocket-rs", "websocket-rs-async"}
 LABELS = {
     "wsfast": "wsfast (compiled, `for msg in ch`)",
+    "wsfast-10k": "wsfast (compiled, `for msg in ch`, channel_capacity=10000)",
     "wsfast-receive": "wsfast (compiled, `ch.receive()`)",
     "wsfast-pure": "wsfast (pure Python)",
     "picows": "picows core API (uvloop)",
