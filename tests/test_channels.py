@@ -823,3 +823,26 @@ def test_ctrl_c_during_a_busy_receive_or_select_never_hangs(mode):
             if proc.poll() is None:
                 proc.kill()
         assert "interrupted" in out
+
+
+def test_a_waiting_iterator_takes_a_whole_batch_in_one_hand_off_and_returns_the_rest():
+    ch = Channel(4)
+    got = []
+
+    def consume():
+        for v in ch:
+            got.append(v)
+            if len(got) == 3:
+                break
+
+    t = threading.Thread(target=consume, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 5
+    while not ch._recvq and time.monotonic() < deadline:   # the iterator parks on the empty channel
+        time.sleep(0.001)
+    assert ch._recvq
+    assert ch._send_batch(list(range(100))) == 100   # more than the capacity, without waiting
+    t.join(5)
+    assert not t.is_alive()
+    assert got == [0, 1, 2]
+    assert [ch.receive(timeout=1)[0] for _ in range(97)] == list(range(3, 100))

@@ -69,7 +69,7 @@ class _SelectState:
 class _Waiter:
     """A parked send or receive; ``value``/``ok`` are filled in by whoever completes it."""
 
-    __slots__ = ("park", "sel", "value", "ok", "case", "done")
+    __slots__ = ("park", "sel", "value", "ok", "case", "done", "batch")
 
     def __init__(self, park: Any, sel: Optional[_SelectState] = None,
                  value: Any = None, case: int = -1) -> None:
@@ -79,6 +79,20 @@ class _Waiter:
         self.ok = False
         self.case = case
         self.done = False   # set by the completer after value/ok, before it releases park
+        self.batch = False  # a channel iterator: it may take a _Batch of values at once
+
+
+class _Batch:
+    """Values handed to a waiting channel iterator in one go (see ``_send_batch``)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: List[Any]) -> None:
+        self.items = items
+
+
+def _many(value: Any) -> bool:
+    return value.__class__ is _Batch
 
 
 def _await_done(w: _Waiter) -> None:
@@ -174,7 +188,7 @@ class Channel:
                 self._refill()
         return value, True
 
-    def _receive_slow(self, timeout: Optional[float]) -> Tuple[Any, bool]:
+    def _receive_slow(self, timeout: Optional[float], batch: bool = False) -> Tuple[Any, bool]:
         if timeout is not None:
             timeout = _check_timeout(timeout)
         with self._lock:
@@ -204,6 +218,7 @@ class Channel:
             if timeout == 0:
                 raise Timeout("channel receive timed out")
             w = _Waiter(_new_park())
+            w.batch = batch
             self._recvq.append(w)
         if self._park(w, self._recvq, timeout):
             return w.value, w.ok
@@ -215,8 +230,10 @@ class Channel:
         The iterator takes everything buffered in one lock round and yields it from a
         local batch (the receive loop of a fast stream pays no lock per value). Values
         of the batch not yet yielded when the loop ends (``break``, an exception) go
-        back to the front of the channel, so nothing is lost; while a loop runs, up to
-        ``capacity`` values may sit in its batch besides the ``capacity`` buffered.
+        back to the front of the channel, so nothing is lost. While a loop runs, its
+        batch may hold values besides the ``capacity`` buffered: up to ``capacity``, or,
+        when the loop was waiting on an empty channel, a whole batch handed over by an
+        internal batch sender (the WebSocket reader: one socket read's messages).
         """
         lock = self._lock
         buf = self._buf
@@ -230,11 +247,13 @@ class Channel:
                 else:
                     batch = None
             if batch is None:
-                value, ok = self._receive_slow(None)
+                value, ok = self._receive_slow(None, True)
                 if not ok:
                     return
-                yield value
-                continue
+                if not _many(value):
+                    yield value
+                    continue
+                batch = value.items   # a batch sender handed us a whole batch
             it = iter(batch)
             try:
                 yield from it
@@ -333,7 +352,11 @@ class Channel:
             if not self._cancel(w, q):
                 _await_done(w)
                 if q is self._recvq and w.ok:
-                    self._push_back(w.value)
+                    if _many(w.value):
+                        with self._lock:
+                            self._buf.extendleft(reversed(w.value.items))
+                    else:
+                        self._push_back(w.value)
             raise
         if self._cancel(w, q):
             return False
@@ -435,11 +458,17 @@ class Channel:
                 while recvq and i < n:
                     w = recvq.popleft()
                     if _claim(w):
-                        w.value = items[i]
+                        if w.batch:
+                            # a waiting iterator takes everything at once: one hand-off
+                            # per socket read instead of one per channel-full
+                            w.value = _Batch(items[i:] if i else items)
+                            i = n
+                        else:
+                            w.value = items[i]
+                            i += 1
                         w.ok = True
                         w.done = True
                         w.park.release()
-                        i += 1
                 room = self._cap - len(buf)
                 if room > 0 and i < n:
                     j = i + room if i + room < n else n
