@@ -33,6 +33,7 @@ OP_PONG = 0xA
 DEFAULT_READ_LIMIT = 16 * 1024 * 1024
 _DEFLATE_TAIL = b"\x00\x00\xff\xff"
 _MASK_POOL_SIZE = 4096
+_DIRECT_MIN = 65536   # payloads this large are read straight into their message
 
 _pack_h = struct.Struct("!BB").pack
 _pack_h16 = struct.Struct("!BBH").pack
@@ -189,6 +190,10 @@ class FrameParser:
         self._wbits = -max(9, min(15, max_window_bits))
         self._inflater = zlib.decompressobj(self._wbits) if compressed else None
         self._buf = bytearray()
+        self._direct: Optional[bytearray] = None   # a large single-frame message being read
+        self._direct_pos = 0
+        self._direct_hlen = 0
+        self._direct_text = False
         self.control: List[object] = []
         self.error: Optional[ProtocolError] = None
         self.closed = False
@@ -208,17 +213,38 @@ class FrameParser:
         return control
 
     def read_target(self):
-        """Internal: a buffer to read a large message straight into (the compiled codec
-        has one while a big message arrives); the pure codec never has one: None."""
-        return None
+        """Internal: while a large single-frame message arrives, a writable view of the
+        rest of its buffer that the caller may ``recv_into`` (then ``advance(n)``); else None."""
+        if self._direct is None:
+            return None
+        return memoryview(self._direct)[self._direct_pos:]
 
     def advance(self, n: int) -> List[Message]:
-        """Internal: the counterpart of ``read_target``; never valid here."""
-        raise ValueError("advance() without a matching read_target()")
+        """Internal: ``n`` bytes were written into ``read_target()``; return completed messages."""
+        out: List[Message] = []
+        if self._direct is None or not 0 <= n <= len(self._direct) - self._direct_pos:
+            raise ValueError("advance() without a matching read_target()")
+        self._direct_pos += n
+        if self._direct_pos == len(self._direct):
+            self._direct_done(out)
+        return out
+
+    def _direct_done(self, out: list) -> None:
+        data = bytes(self._direct)
+        self._direct = None
+        if self._direct_text:
+            try:
+                out.append(Message("text", data.decode("utf-8")))
+            except UnicodeDecodeError:
+                self.error = _fail("invalid UTF-8 in text message", 1007)
+        else:
+            out.append(Message("binary", data))
 
     @property
     def buffered(self) -> int:
         """Bytes held of a frame not yet complete."""
+        if self._direct is not None:
+            return self._direct_hlen + self._direct_pos
         return len(self._buf)
 
     def feed(self, data) -> List[Message]:
@@ -228,6 +254,15 @@ class FrameParser:
             return out
         if not isinstance(data, (bytes, bytearray)):
             data = bytes(data)
+        if self._direct is not None:
+            take = min(len(data), len(self._direct) - self._direct_pos)
+            self._direct[self._direct_pos:self._direct_pos + take] = data[:take]
+            self._direct_pos += take
+            if self._direct_pos == len(self._direct):
+                self._direct_done(out)
+            if self.error is not None or take == len(data):
+                return out
+            data = data[take:]
         if self._buf:
             self._buf += data
             buf = self._buf
@@ -239,7 +274,7 @@ class FrameParser:
             self.error = exc
             self._buf = bytearray()
             return out
-        if self.closed:
+        if self.closed or self._direct is not None:
             self._buf = bytearray()
         elif buf is self._buf:
             del self._buf[:pos]
@@ -288,6 +323,15 @@ class FrameParser:
             if opcode < 8:
                 self._check_length(opcode, b0 & 0x40, length)
             if end - pos - hlen < length:
+                if length >= _DIRECT_MIN and fin and opcode in (OP_TEXT, OP_BINARY) and not b0 & 0x40:
+                    # a large whole message: allocate it once and read into it
+                    start = pos + hlen
+                    self._direct = bytearray(length)
+                    self._direct[:end - start] = buf[start:end]
+                    self._direct_pos = end - start
+                    self._direct_hlen = hlen
+                    self._direct_text = opcode == OP_TEXT
+                    return end
                 break
             start = pos + hlen
             pos = start + length
