@@ -1082,3 +1082,23 @@ def test_messages_arriving_during_close_are_delivered_while_the_channel_has_room
     assert c.close() is True
     assert [m.data for m in c.channel()] == [f"late{i}" for i in range(20)]
     assert c.close_code == 1000
+
+
+def test_a_fast_consumer_reading_the_socket_itself_keeps_order_and_answers_pings(raw_server, clients):
+    got = {}
+
+    def script(srv):
+        burst = b"".join(server_frame(OP_TEXT, f"m{i}".encode()) for i in range(50_000))
+        srv.conn.sendall(burst + server_frame(OP_PING, b"are you there"))
+        fin, opcode, payload, _ = read_frame(srv.conn)   # the pong, while the stream goes on
+        got["pong"] = (opcode, payload)
+        srv.conn.sendall(b"".join(server_frame(OP_TEXT, f"n{i}".encode()) for i in range(50_000)))
+        srv.conn.sendall(close_frame(1000))
+        got["close"] = read_until_close(srv.conn)[:2]
+
+    srv = raw_server(script)
+    c = clients(srv.url)
+    data = [m.data for m in c.channel()]
+    assert data == [f"m{i}" for i in range(50_000)] + [f"n{i}" for i in range(50_000)]
+    assert got["pong"] == (OP_PONG, b"are you there")
+    assert c.close_code == 1000

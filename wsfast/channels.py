@@ -129,7 +129,7 @@ class Channel:
     """
 
     __slots__ = ("_lock", "_buf", "_cap", "_low", "_closed", "_recvq", "_sendq",
-                 "_batchq", "_interrupted", "__weakref__")
+                 "_batchq", "_interrupted", "_fetch", "__weakref__")
 
     def __init__(self, capacity: int = 0) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral) \
@@ -146,6 +146,9 @@ class Channel:
         self._sendq: deque = deque()   # parked senders (buffer is full, or capacity 0)
         self._batchq: List[Any] = []   # park locks of blocked _send_batch calls
         self._interrupted = False
+        # Internal: called (no lock held) by a receiver that finds the channel empty,
+        # before it waits; it may add values (the WebSocket client reads its socket).
+        self._fetch: Optional[Any] = None
 
     # -- properties ---------------------------------------------------------------------
 
@@ -191,6 +194,14 @@ class Channel:
     def _receive_slow(self, timeout: Optional[float], batch: bool = False) -> Tuple[Any, bool]:
         if timeout is not None:
             timeout = _check_timeout(timeout)
+        fetch = self._fetch
+        if fetch is not None and not self._closed and fetch():
+            try:
+                value = self._buf.popleft()
+            except IndexError:
+                pass
+            else:
+                return value, True
         with self._lock:
             buf = self._buf
             if buf:
@@ -432,7 +443,8 @@ class Channel:
 
     # -- internal: the WebSocket reader's batch path -----------------------------------
 
-    def _send_batch(self, items: List[Any], start: int = 0, block: bool = True) -> int:
+    def _send_batch(self, items: List[Any], start: int = 0, block: bool = True,
+                    bounded: bool = True) -> int:
         """Internal: send ``items[start:]`` in order; returns the index reached.
 
         Parked receivers get values directly, the rest go into the buffer, all in one
@@ -442,7 +454,8 @@ class Channel:
         ``_interrupt_senders()``; that request is consumed by this return. Raises
         ChannelClosed if the channel is (or gets) closed; items before the returned
         index were not sent then. Capacity-0 channels are not supported. ``block=False``:
-        place what fits now and return at once.
+        place what fits now and return at once; ``bounded=False``: place everything now,
+        beyond the capacity (for values a receiver fetched itself while it waited).
         """
         if self._cap == 0:
             raise InvalidOption("_send_batch needs a buffered channel")
@@ -469,7 +482,7 @@ class Channel:
                         w.ok = True
                         w.done = True
                         w.park.release()
-                room = self._cap - len(buf)
+                room = self._cap - len(buf) if bounded else n
                 if room > 0 and i < n:
                     j = i + room if i + room < n else n
                     buf.extend(items[i:j] if i or j != n else items)

@@ -48,6 +48,9 @@ _WRITE_HIGH = 256 * 1024
 # the reader thread while an occasional send (a request, an echo) goes out at once.
 _COALESCE_GAP = 20e-6
 _LINGER = 50e-6
+# After a consumer read the socket itself, the reader thread stays out of its way for
+# this long (it then takes over: pings, close frames, backpressure).
+_CONSUMER_GRACE = 0.002
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, _ssl.SSLWantReadError, _ssl.SSLWantWriteError)
 
 
@@ -136,6 +139,14 @@ class Client:
         self._ended = threading.Event()   # the reader finished: connection over
         self._dropping = False            # close() was called: deliver only what fits
         self._channel_gone = False        # the user closed the receive channel
+        self._rlock = threading.Lock()       # whoever reads the socket holds it
+        # An anonymous mapping, not a bytearray: its pages become resident only when a
+        # read reaches them, so an idle connection costs no buffer memory.
+        self._rbuf = mmap.mmap(-1, _READ_BUFFER)
+        self._rview = memoryview(self._rbuf)
+        self._last_data = 0.0                # when data messages last arrived
+        self._fetched = 0.0                  # when a consumer last read the socket itself
+        self._contended = 0                  # consumer reads that found the reader busy
         self._messages_in = 0
         self._bytes_in = 0
         self._messages_out = 0
@@ -470,73 +481,135 @@ class Client:
 
     def _finish(self) -> None:
         self._open = False
+        self._channel._fetch = None
+        with self._rlock:   # a consumer's read in progress delivers before the channel ends
+            pass
         self._ended.set()
         self._channel.close()
         with self._wlock:
             self._room.notify_all()   # senders waiting for room get their error
+
+    def _read_once(self) -> Optional[list]:
+        """Read the socket once and decode; the caller holds ``_rlock``.
+
+        Returns the data messages (maybe none), or None when the read would block.
+        EOF and socket errors end the protocol (``state`` CLOSED) and return [].
+        """
+        proto = self._protocol
+        target = proto.parser.read_target()   # a large message is read in place
+        try:
+            n = self._recv_into(self._rbuf if target is None else target)
+        except _WOULD_BLOCK:
+            return None
+        except OSError as exc:
+            if proto.error is None:
+                proto.error = ConnectError(f"connection lost: {exc}", url=self.url, cause=exc,
+                                           close_code=CLOSE_CODES.ABNORMAL_CLOSURE)
+            proto.state = CLOSED
+            return []
+        if n == 0:
+            proto.receive_eof()
+            return []
+        self._bytes_in += n
+        if target is None:
+            msgs = proto.receive_data(self._rview[:n])
+        else:
+            target.release()
+            msgs = proto.receive_direct(n)
+        if msgs:
+            self._messages_in += len(msgs)
+            self._last_data = time.monotonic()
+        return msgs
+
+    def _consumer_fetch(self) -> bool:
+        """A receiver found the channel empty: read the socket in its own thread.
+
+        While a consumer keeps up with the stream it reads and decodes the socket
+        itself (no hand-off to and from the reader thread); the reader thread steps
+        back while that goes on and takes over within a few milliseconds when the
+        consumer stops (pings, close frames and backpressure stay its job).
+        """
+        if self._dropping or self._channel_gone:
+            return False
+        if not self._rlock.acquire(False):
+            # The reader thread is busy reading for us: when that keeps happening (a
+            # stream, not an occasional reply), ask it to step back.
+            self._contended += 1
+            if self._contended >= 3:
+                self._fetched = time.monotonic()
+            return False
+        try:
+            proto = self._protocol
+            if proto.state == CLOSED or proto.error is not None:
+                return False
+            msgs = self._read_once()
+            if msgs is None:
+                self._contended = 0   # nothing pending: not a stream
+            if msgs:
+                self._fetched = self._last_data
+                try:
+                    self._channel._send_batch(msgs, 0, False, False)
+                except ChannelClosed:
+                    self._channel_gone = True
+                    msgs = None
+            if proto.pending or proto.state == CLOSED or proto.error is not None:
+                self._wake_reader_thread()   # pongs to write, or the end to run
+            return bool(msgs)
+        finally:
+            self._rlock.release()
+
+    def _wake_reader_thread(self) -> None:
+        try:
+            self._wake_w.send(b"r")
+        except OSError:
+            pass
 
     def _receive_phase(self) -> None:
         """Read, decode and deliver until a close frame, an error or EOF."""
         proto = self._protocol
         waiter = _IOWait(self._sock, self._wake_r)
         wake_recv = self._wake_r.recv
-        # An anonymous mapping, not a bytearray: its pages become resident only when a
-        # read reaches them, so an idle connection costs no buffer memory.
-        buf = mmap.mmap(-1, _READ_BUFFER)
-        view = memoryview(buf)
-        recv_into = self._recv_into
-        receive_data = proto.receive_data
-        read_target = proto.parser.read_target
+        rlock = self._rlock
         read_timeout = self._options.read_timeout
         if self._leftover:
-            msgs = receive_data(self._leftover)
+            msgs = proto.receive_data(self._leftover)
             self._bytes_in += len(self._leftover)
             self._leftover = b""
             if msgs:
                 self._messages_in += len(msgs)
                 self._deliver(msgs)
-        deadline = None if read_timeout is None else time.monotonic() + read_timeout
+        self._last_data = time.monotonic()
+        self._channel._fetch = self._consumer_fetch
         while proto.state != CLOSED and proto.error is None:
             if self._flushing or proto.pending:
                 waiter.want_write(not self._flush(True))
-            # a large message is read straight into its final buffer (compiled codec)
-            target = read_target()
-            try:
-                n = recv_into(buf if target is None else target)
-            except _WOULD_BLOCK:
-                wait = None
-                if deadline is not None:
-                    wait = deadline - time.monotonic()
-                    if wait <= 0:
-                        proto.fail(Timeout(f"read timeout: no message for {read_timeout:g} s",
-                                           url=self.url), CLOSE_CODES.GOING_AWAY, "read timeout")
-                        return
-                waiter.wait(wait)
-                try:
-                    wake_recv(4096)
-                except OSError:
-                    pass
+            if time.monotonic() - self._fetched < _CONSUMER_GRACE and not self._channel._recvq:
+                # a consumer reads the socket itself (or asked to): stay out of its way
+                # while it is busy; one that waits in the channel is served at once
+                time.sleep(_CONSUMER_GRACE / 2)
                 continue
-            except OSError as exc:
-                if proto.error is None:
-                    proto.error = ConnectError(f"connection lost: {exc}", url=self.url, cause=exc,
-                                               close_code=CLOSE_CODES.ABNORMAL_CLOSURE)
-                proto.state = CLOSED
-                return
-            if n == 0:
-                proto.receive_eof()
-                return
-            self._bytes_in += n
-            if target is None:
-                msgs = receive_data(view[:n])
-            else:
-                target.release()
-                msgs = proto.receive_direct(n)
-            if msgs:
-                self._messages_in += len(msgs)
-                self._deliver(msgs)
-                if deadline is not None:   # after delivery: a slow consumer is not a silent server
-                    deadline = time.monotonic() + read_timeout
+            with rlock:
+                if proto.state == CLOSED or proto.error is not None:
+                    break
+                msgs = self._read_once()
+                if msgs:
+                    self._deliver(msgs)   # under the lock: messages stay in order
+                    # after delivery: a slow consumer is not a silent server
+                    self._last_data = time.monotonic()
+            if msgs is not None:
+                continue
+            wait = None
+            if read_timeout is not None:
+                wait = self._last_data + read_timeout - time.monotonic()
+                if wait <= 0:
+                    proto.fail(Timeout(f"read timeout: no message for {read_timeout:g} s",
+                                       url=self.url), CLOSE_CODES.GOING_AWAY, "read timeout")
+                    return
+            waiter.wait(wait)
+            try:
+                wake_recv(4096)
+            except OSError:
+                pass
 
     def _deliver(self, msgs: list) -> None:
         ch = self._channel
