@@ -304,20 +304,7 @@ class Channel:
         if timeout is not None:
             timeout = _check_timeout(timeout)
         with self._lock:
-            if self._closed:
-                raise ChannelClosed("send on a closed channel")
-            recvq = self._recvq
-            while recvq:
-                w = recvq.popleft()
-                if _claim(w):
-                    w.value = value
-                    w.ok = True
-                    w.done = True
-                    w.park.release()
-                    return True
-            buf = self._buf
-            if len(buf) < self._cap:
-                buf.append(value)
+            if self._try_send_locked(value):
                 return True
             if timeout == 0:
                 return False
