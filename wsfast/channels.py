@@ -203,29 +203,11 @@ class Channel:
             else:
                 return value, True
         with self._lock:
-            buf = self._buf
-            if buf:
-                try:
-                    value = buf.popleft()
-                except IndexError:
-                    pass
-                else:
-                    if self._sendq or self._batchq:
-                        self._refill()
-                    return value, True
-            sendq = self._sendq
-            while sendq:  # rendezvous: take straight from a parked sender
-                w = sendq.popleft()
-                if _claim(w):
-                    value = w.value
-                    w.ok = True
-                    w.done = True
-                    w.park.release()
-                    return value, True
+            ready = self._try_receive_locked()
+            if ready is not None:
+                return ready
             if self._batchq:
                 self._refill()  # a batch sender that parked while lock-free pops drained us
-            if self._closed:
-                return None, False
             if timeout == 0:
                 raise Timeout("channel receive timed out")
             w = _Waiter(_new_park())
