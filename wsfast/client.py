@@ -553,16 +553,10 @@ class Client:
                     self._channel_gone = True
                     msgs = None
             if proto.pending or proto.state == CLOSED or proto.error is not None:
-                self._wake_reader_thread()   # pongs to write, or the end to run
+                self._wake_reader()   # pongs to write, or the end to run
             return bool(msgs)
         finally:
             self._rlock.release()
-
-    def _wake_reader_thread(self) -> None:
-        try:
-            self._wake_w.send(b"r")
-        except OSError:
-            pass
 
     def _receive_phase(self) -> None:
         """Read, decode and deliver until a close frame, an error or EOF."""
