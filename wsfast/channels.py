@@ -146,8 +146,10 @@ class Channel:
         self._sendq: deque = deque()   # parked senders (buffer is full, or capacity 0)
         self._batchq: List[Any] = []   # park locks of blocked _send_batch calls
         self._interrupted = False
-        # Internal: called (no lock held) by a receiver that finds the channel empty,
-        # before it waits; it may add values (the WebSocket client reads its socket).
+        # Internal: ``fetch(timeout)`` is called (no lock held) by a receiver that finds
+        # the channel empty, before it waits; it may add values (the WebSocket client
+        # reads its socket) and may itself wait, at most ``timeout`` (None: no limit of
+        # the receiver's, the hook bounds it), for them; True when it added some.
         self._fetch: Optional[Any] = None
 
     # -- properties ---------------------------------------------------------------------
@@ -195,7 +197,7 @@ class Channel:
         if timeout is not None:
             timeout = _check_timeout(timeout)
         fetch = self._fetch
-        if fetch is not None and not self._closed and fetch():
+        if fetch is not None and not self._closed and fetch(timeout):
             try:
                 value = self._buf.popleft()
             except IndexError:

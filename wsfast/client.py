@@ -51,6 +51,10 @@ _LINGER = 50e-6
 # After a consumer read the socket itself, the reader thread stays out of its way for
 # this long (it then takes over: pings, close frames, backpressure).
 _CONSUMER_GRACE = 0.002
+# A consumer that finds both the channel and the socket empty waits for the socket
+# itself (one wake-up per reply instead of two: the reader's, then the consumer's) for
+# at most this long, then hands the waiting back to the reader thread.
+_CONSUMER_POLL = 0.005
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, _ssl.SSLWantReadError, _ssl.SSLWantWriteError)
 
 
@@ -147,6 +151,8 @@ class Client:
         self._last_data = 0.0                # when data messages last arrived
         self._fetched = 0.0                  # when a consumer last read the socket itself
         self._contended = 0                  # consumer reads that found the reader busy
+        self._polling = False                # a consumer waits for the socket itself
+        self._consumer_wait: Optional[_IOWait] = None
         self._messages_in = 0
         self._bytes_in = 0
         self._messages_out = 0
@@ -466,13 +472,14 @@ class Client:
                 proto.error = exc if isinstance(exc, Error) else ConnectError(
                     f"reader failed: {exc!r}", url=self.url, cause=exc)
         finally:
-            self._abort()   # wakes a writer still polling this socket before it is closed
+            self._abort()   # wakes a writer or consumer still polling this socket
             try:
-                if self._tls_lock is not None:
-                    with self._tls_lock:
+                with self._rlock:   # a consumer's poll has seen the shutdown and let go
+                    if self._tls_lock is not None:
+                        with self._tls_lock:
+                            self._sock.close()
+                    else:
                         self._sock.close()
-                else:
-                    self._sock.close()
             except OSError:
                 pass
             self._wake_r.close()
@@ -521,13 +528,16 @@ class Client:
             self._last_data = time.monotonic()
         return msgs
 
-    def _consumer_fetch(self) -> bool:
+    def _consumer_fetch(self, timeout: Optional[float] = 0) -> bool:
         """A receiver found the channel empty: read the socket in its own thread.
 
         While a consumer keeps up with the stream it reads and decodes the socket
         itself (no hand-off to and from the reader thread); the reader thread steps
         back while that goes on and takes over within a few milliseconds when the
-        consumer stops (pings, close frames and backpressure stay its job).
+        consumer stops (pings, close frames and backpressure stay its job). When the
+        socket has nothing yet and the receiver may wait (``timeout`` not 0), it
+        waits for the socket itself, at most ``_CONSUMER_POLL``: a reply is then one
+        wake-up away, not two.
         """
         if self._dropping or self._channel_gone:
             return False
@@ -545,6 +555,8 @@ class Client:
             msgs = self._read_once()
             if msgs is None:
                 self._contended = 0   # nothing pending: not a stream
+                if timeout != 0:
+                    msgs = self._consumer_poll(timeout)
             if msgs:
                 self._fetched = self._last_data
                 try:
@@ -558,10 +570,35 @@ class Client:
         finally:
             self._rlock.release()
 
+    def _consumer_poll(self, timeout: Optional[float]) -> Optional[list]:
+        """Wait (holding ``_rlock``) for the socket, then read; None when nothing came."""
+        waiter = self._consumer_wait
+        if waiter is None:
+            waiter = self._consumer_wait = _IOWait(self._sock)
+        proto = self._protocol
+        now = time.monotonic()
+        end = now + (_CONSUMER_POLL if timeout is None else min(timeout, _CONSUMER_POLL))
+        msgs = None
+        self._polling = True   # the reader thread stays out of the way meanwhile
+        try:
+            while not msgs and now < end and not self._channel._closed:
+                waiter.wait(end - now)
+                msgs = self._read_once()
+                if proto.state == CLOSED or proto.error is not None:
+                    break
+                now = time.monotonic()
+        finally:
+            self._polling = False
+        if not msgs:
+            self._fetched = 0.0
+            self._wake_reader()   # silence: the reader thread takes the waiting back
+        return msgs
+
     def _receive_phase(self) -> None:
         """Read, decode and deliver until a close frame, an error or EOF."""
         proto = self._protocol
         waiter = _IOWait(self._sock, self._wake_r)
+        wake_wait = _IOWait(self._wake_r)
         wake_recv = self._wake_r.recv
         rlock = self._rlock
         read_timeout = self._options.read_timeout
@@ -577,10 +614,16 @@ class Client:
         while proto.state != CLOSED and proto.error is None:
             if self._flushing or proto.pending:
                 waiter.want_write(not self._flush(True))
-            if time.monotonic() - self._fetched < _CONSUMER_GRACE and not self._channel._recvq:
+            if self._polling or (time.monotonic() - self._fetched < _CONSUMER_GRACE
+                                 and not self._channel._recvq):
                 # a consumer reads the socket itself (or asked to): stay out of its way
-                # while it is busy; one that waits in the channel is served at once
-                time.sleep(_CONSUMER_GRACE / 2)
+                # while it is busy; one that waits in the channel is served soon. A
+                # sender that queues bytes (or a consumer that stops) wakes us at once.
+                wake_wait.wait(_CONSUMER_GRACE / 2)
+                try:
+                    wake_recv(4096)
+                except OSError:
+                    pass
                 continue
             with rlock:
                 if proto.state == CLOSED or proto.error is not None:
