@@ -8,6 +8,7 @@ two give identical results and identical errors on random, valid and invalid, st
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import random
 import tracemalloc
@@ -742,6 +743,18 @@ def test_message_objects(codec):
     assert m.type == "text" and m.data == "hi"
     assert m == _codec_py.Message("text", "hi") and m != _codec_py.Message("binary", b"hi")
     assert "hi" in repr(m)
+
+
+def test_compiled_messages_stay_out_of_the_cyclic_gc():
+    # A stream makes one Message per frame; tracked, they would trigger a collection
+    # every 700 messages. Untracked is safe only while data cannot hold a reference.
+    compiled = pytest.importorskip("wsfast._codec")
+    m, = compiled.FrameParser().feed(frame(OP_TEXT, b"hi"))
+    assert not gc.is_tracked(m)
+    assert compiled.Message("binary", b"x").data == b"x"
+    for bad in ([], bytearray(b"x"), None):
+        with pytest.raises(TypeError):
+            compiled.Message("binary", bad)
 
 
 # ---------------------------------------------------------------- permessage-deflate (inflate)
