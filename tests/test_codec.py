@@ -535,6 +535,32 @@ def test_incomplete_utf8_at_the_end_of_a_fragmented_message(codec):
     assert at == 2 and parser.error.close_code == 1007
 
 
+@pytest.mark.parametrize("unit", ["plain ascii ", "latin-1 é ", "кириллица ", "日本語 ", "emoji 😀 ",
+                                  "mix é ж 語 😀 "])
+@pytest.mark.parametrize("step", [997, 4096])
+def test_fragmented_text_across_the_decode_threshold(codec, unit, step):
+    # Up to 64 KiB, fragmented text is decoded as it arrives; past that the parser only
+    # validates and decodes the bytes at the end. The switch lands inside sequences.
+    text = unit * (100_000 // len(unit.encode()))
+    data = text.encode()
+    parts = [data[i:i + step] for i in range(0, len(data), step)]
+    r = run_bytes(codec, fragments(OP_TEXT, parts))
+    assert r.error is None and r.messages == [("text", text)]
+    for small in (text[:50], text[:3000]):   # and the narrowest kind when decoded whole
+        raw = small.encode()
+        r = run_bytes(codec, fragments(OP_TEXT, [raw[:7], raw[7:]]))
+        assert r.messages == [("text", small)]
+        assert r.messages[0][1].encode() == raw and len(r.messages[0][1]) == len(small)
+    # an invalid byte before and after the switch still fails at its own fragment
+    for at in (10_000, 90_000):
+        bad = bytearray(data)
+        bad[at] = 0xFF
+        frames = [frame(OP_TEXT if i == 0 else OP_CONT, bytes(bad[i:i + step]), fin=False)
+                  for i in range(0, len(bad), step)]
+        parser, index, msgs = feed_until_error(codec, frames)
+        assert index == at // step and parser.error.close_code == 1007 and msgs == []
+
+
 @pytest.mark.parametrize("text", ["€uro", "😀 emoji", "ascii only", "ünïcödé", "日本語テキスト", ""])
 def test_valid_utf8_split_everywhere(codec, text):
     data = text.encode()

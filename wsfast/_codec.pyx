@@ -13,7 +13,7 @@ import zlib
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memmove
 
 from .errors import InvalidOption, ProtocolError
@@ -26,6 +26,8 @@ cdef extern from "Python.h":
     object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
     int PyBUF_WRITE
     const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
+    object PyUnicode_New(Py_ssize_t size, uint32_t maxchar)
+    void *PyUnicode_DATA(object o)
 
 __all__ = [
     "COMPILED", "Message", "Ping", "Pong", "Close", "FrameParser", "FrameEncoder",
@@ -48,6 +50,7 @@ DEFAULT_READ_LIMIT = 16 * 1024 * 1024
 cdef Py_ssize_t NOGIL_THRESHOLD = 65536     # release the GIL for buffers at least this large
 cdef Py_ssize_t KEEP_BUFFER = 262144        # shrink reassembly buffers back to this after a big message
 cdef Py_ssize_t DIRECT_MIN = 65536          # payloads this large are read straight into their message
+cdef Py_ssize_t DECODE_MAX = 65536          # fragmented text up to this size is decoded as it comes
 cdef bytes DEFLATE_TAIL = b"\x00\x00\xff\xff"
 cdef str TYPE_TEXT = "text"
 cdef str TYPE_BINARY = "binary"
@@ -91,15 +94,53 @@ cdef struct Utf8State:
     int need       # continuation bytes still expected
     uint8_t lo     # allowed range of the next continuation byte
     uint8_t hi
+    uint32_t cp    # _utf8_decode: the code point of the open sequence so far
+    uint32_t bits  # _utf8_decode: all code points ORed: which str kind the text needs
 
 
 cdef inline void _utf8_reset(Utf8State *st) noexcept nogil:
     st.need = 0
     st.lo = 0x80
     st.hi = 0xBF
+    st.cp = 0
+    st.bits = 0
 
 
 cdef uint64_t HIGH_BITS = 0x8080808080808080ULL
+
+
+cdef inline int _utf8_step(Utf8State *st, uint8_t c) noexcept nogil:
+    """One byte through the state machine (chunk edges only): 1 when it completes the
+    code point ``st.cp``, 0 while a sequence is open, -1 when it cannot be UTF-8."""
+    if st.need:
+        if c < st.lo or c > st.hi:
+            return -1
+        st.cp = (st.cp << 6) | (c & 0x3F)
+        st.need -= 1
+        st.lo = 0x80
+        st.hi = 0xBF
+        return st.need == 0
+    if c < 0x80:
+        st.cp = c
+        return 1
+    if c < 0xC2:
+        return -1
+    if c < 0xE0:
+        st.need = 1
+        st.cp = c & 0x1F
+    elif c < 0xF0:
+        st.need = 2
+        st.cp = c & 0x0F
+        st.lo = 0xA0 if c == 0xE0 else 0x80
+        st.hi = 0x9F if c == 0xED else 0xBF
+    elif c < 0xF5:
+        st.need = 3
+        st.cp = c & 0x07
+        st.lo = 0x90 if c == 0xF0 else 0x80
+        st.hi = 0x8F if c == 0xF4 else 0xBF
+    else:
+        return -1
+    return 0
 
 
 cdef int _utf8_feed(Utf8State *st, const uint8_t *p, Py_ssize_t n) noexcept nogil:
@@ -109,17 +150,12 @@ cdef int _utf8_feed(Utf8State *st, const uint8_t *p, Py_ssize_t n) noexcept nogi
     time); the byte-wise state machine only finishes a sequence cut by a chunk edge.
     """
     cdef Py_ssize_t i = 0
-    cdef int need = st.need
-    cdef uint8_t lo = st.lo, hi = st.hi, c, c1
+    cdef uint8_t c, c1
     cdef uint64_t a, b, w, x, y
     # 1. the rest of a sequence the previous chunk left open
-    while need and i < n:
-        c = p[i]
-        if c < lo or c > hi:
+    while st.need and i < n:
+        if _utf8_step(st, p[i]) < 0:
             return -1
-        need -= 1
-        lo = 0x80
-        hi = 0xBF
         i += 1
     # 2. whole sequences, with at least four bytes left
     while i + 4 <= n:
@@ -161,33 +197,9 @@ cdef int _utf8_feed(Utf8State *st, const uint8_t *p, Py_ssize_t n) noexcept nogi
             return -1
     # 3. the last bytes, maybe a sequence the next chunk finishes
     while i < n:
-        c = p[i]
+        if _utf8_step(st, p[i]) < 0:
+            return -1
         i += 1
-        if need:
-            if c < lo or c > hi:
-                return -1
-            need -= 1
-            lo = 0x80
-            hi = 0xBF
-        elif c < 0x80:
-            continue
-        elif c < 0xC2:
-            return -1
-        elif c < 0xE0:
-            need = 1
-        elif c < 0xF0:
-            need = 2
-            lo = 0xA0 if c == 0xE0 else 0x80
-            hi = 0x9F if c == 0xED else 0xBF
-        elif c < 0xF5:
-            need = 3
-            lo = 0x90 if c == 0xF0 else 0x80
-            hi = 0x8F if c == 0xF4 else 0xBF
-        else:
-            return -1
-    st.need = need
-    st.lo = lo
-    st.hi = hi
     return 0
 
 
@@ -198,6 +210,114 @@ cdef int _utf8_check(Utf8State *st, const uint8_t *p, Py_ssize_t n) noexcept:
             r = _utf8_feed(st, p, n)
         return r
     return _utf8_feed(st, p, n)
+
+
+cdef Py_ssize_t _utf8_decode(Utf8State *st, const uint8_t *p, Py_ssize_t n,
+                             uint32_t *out) noexcept:
+    """``_utf8_feed`` that also writes the code points completed by these n bytes to
+    ``out`` (room for n); returns how many, or -1 as soon as the input cannot be UTF-8.
+
+    The validation already tells each sequence's length: decoding in the same pass
+    costs little, where a second pass (CPython's decoder) pays again for the
+    mispredicted branches of mixed-length text, and for widening as it goes.
+    """
+    cdef Py_ssize_t i = 0, j = 0, k
+    cdef uint8_t c, c1, c2, c3
+    cdef uint32_t cp, bits = 0
+    cdef uint64_t w
+    # 1. the rest of a sequence the previous chunk left open
+    if st.need:
+        i = _utf8_decode_edge(st, p, n, out, &j, True)
+        if i < 0:
+            return -1
+    # 2. whole sequences, with at least four bytes left
+    while i + 4 <= n:
+        c = p[i]
+        if c < 0x80:
+            out[j] = c
+            i += 1
+            j += 1
+            while i + 8 <= n:
+                memcpy(&w, p + i, 8)
+                if w & HIGH_BITS:
+                    break
+                for k in range(8):
+                    out[j + k] = p[i + k]
+                i += 8
+                j += 8
+            continue
+        c1 = p[i + 1]
+        if (c1 ^ 0x80) >= 0x40:
+            return -1
+        if c < 0xE0:
+            if c < 0xC2:
+                return -1
+            cp = ((c & 0x1F) << 6) | (c1 & 0x3F)
+            i += 2
+        elif c < 0xF0:
+            c2 = p[i + 2]
+            if (c2 ^ 0x80) >= 0x40 or (c == 0xE0 and c1 < 0xA0) or (c == 0xED and c1 > 0x9F):
+                return -1
+            cp = ((c & 0x0F) << 12) | ((c1 & 0x3F) << 6) | (c2 & 0x3F)
+            i += 3
+        elif c < 0xF5:
+            c2 = p[i + 2]
+            c3 = p[i + 3]
+            if ((c2 ^ 0x80) >= 0x40 or (c3 ^ 0x80) >= 0x40
+                    or (c == 0xF0 and c1 < 0x90) or (c == 0xF4 and c1 > 0x8F)):
+                return -1
+            cp = ((c & 0x07) << 18) | ((c1 & 0x3F) << 12) | ((c2 & 0x3F) << 6) | (c3 & 0x3F)
+            i += 4
+        else:
+            return -1
+        out[j] = cp
+        bits |= cp
+        j += 1
+    st.bits |= bits
+    # 3. the last bytes, maybe a sequence the next chunk finishes
+    if i < n and _utf8_decode_edge(st, p + i, n - i, out, &j, False) < 0:
+        return -1
+    return j
+
+
+cdef Py_ssize_t _utf8_decode_edge(Utf8State *st, const uint8_t *p, Py_ssize_t n, uint32_t *out,
+                                  Py_ssize_t *j, bint open_only) noexcept:
+    """Byte-wise decoding at a chunk edge (only while a sequence is open, with
+    ``open_only``); returns the bytes consumed, or -1."""
+    cdef Py_ssize_t i = 0
+    cdef int r
+    while i < n and (st.need or not open_only):
+        r = _utf8_step(st, p[i])
+        if r < 0:
+            return -1
+        i += 1
+        if r:
+            out[j[0]] = st.cp
+            st.bits |= st.cp
+            j[0] += 1
+    return i
+
+
+cdef object _ucs4_str(const uint32_t *src, Py_ssize_t n, uint32_t bits):
+    """The str of n code points (``bits``: all of them ORed), in its narrowest kind."""
+    cdef uint32_t maxchar = 0x7F if bits < 0x80 else 0xFF if bits < 0x100 else \
+        0xFFFF if bits < 0x10000 else 0x10FFFF
+    cdef object s = PyUnicode_New(n, maxchar)
+    cdef void *data = PyUnicode_DATA(s)
+    cdef Py_ssize_t i
+    cdef uint8_t *d1
+    cdef uint16_t *d2
+    if maxchar == 0x10FFFF:
+        memcpy(data, src, n * 4)
+    elif maxchar == 0xFFFF:
+        d2 = <uint16_t *>data
+        for i in range(n):
+            d2[i] = <uint16_t>src[i]
+    else:
+        d1 = <uint8_t *>data
+        for i in range(n):
+            d1[i] = <uint8_t>src[i]
+    return s
 
 
 def validate_utf8(data):
@@ -362,6 +482,8 @@ cdef class FrameParser:
     cdef object _inflater
     cdef ByteBuf _buf          # bytes of a frame not yet complete
     cdef ByteBuf _msg          # payload of a fragmented message
+    cdef ByteBuf _ucs          # its code points so far (text up to DECODE_MAX bytes)
+    cdef bint _msg_decoding    # _ucs is complete: the str is built from it
     cdef readonly list control
     cdef readonly object error
     cdef readonly bint closed
@@ -384,6 +506,9 @@ cdef class FrameParser:
         self._msg.data = NULL
         self._msg.len = 0
         self._msg.cap = 0
+        self._ucs.data = NULL
+        self._ucs.len = 0
+        self._ucs.cap = 0
 
     def __init__(self, Py_ssize_t read_limit=DEFAULT_READ_LIMIT, bint compressed=False,
                  bint no_context_takeover=False, int max_window_bits=15):
@@ -404,6 +529,7 @@ cdef class FrameParser:
     def __dealloc__(self):
         _buf_free(&self._buf)
         _buf_free(&self._msg)
+        _buf_free(&self._ucs)
 
     def take_control(self):
         """Return and clear the control frames received so far."""
@@ -639,6 +765,8 @@ cdef class FrameParser:
         self._msg_size = 0
         self._msg_wire = 0
         self._msg.len = 0
+        self._ucs.len = 0
+        self._msg_decoding = opcode == 1
         _utf8_reset(&self._utf8)
 
     cdef int _fragment(self, const uint8_t *p, Py_ssize_t n, bint fin, list out) except -1:
@@ -647,6 +775,7 @@ cdef class FrameParser:
         cdef Py_ssize_t cn = n
         cdef bint whole
         cdef object data
+        cdef Py_ssize_t decoded
         if self._msg_deflated:
             self._msg_wire += n
             if fin:
@@ -670,15 +799,32 @@ cdef class FrameParser:
             else:
                 data = PyBytes_FromStringAndSize(<const char *>cp, cn)
         else:
-            if self._msg_text and _utf8_check(&self._utf8, cp, cn) < 0:
-                raise _fail("invalid UTF-8 in text message", 1007)
+            if self._msg_text:
+                if self._msg_decoding and self._msg_size > DECODE_MAX:
+                    self._msg_decoding = False   # big: validate now, decode the bytes at the end
+                    self._ucs.len = 0
+                    _buf_shrink(&self._ucs)
+                if self._msg_decoding:
+                    _buf_reserve(&self._ucs, cn * 4)
+                    decoded = _utf8_decode(&self._utf8, cp, cn,
+                                           <uint32_t *>(self._ucs.data + self._ucs.len))
+                    if decoded < 0:
+                        raise _fail("invalid UTF-8 in text message", 1007)
+                    self._ucs.len += decoded * 4
+                elif _utf8_check(&self._utf8, cp, cn) < 0:
+                    raise _fail("invalid UTF-8 in text message", 1007)
             _buf_append(&self._msg, cp, cn)
             if not fin:
                 return 0
             if self._msg_text:
                 if self._utf8.need != 0:
                     raise _fail("invalid UTF-8 in text message", 1007)
-                data = PyUnicode_DecodeUTF8(<const char *>self._msg.data, self._msg.len, NULL)
+                if self._msg_decoding:
+                    data = _ucs4_str(<const uint32_t *>self._ucs.data, self._ucs.len // 4,
+                                     self._utf8.bits)
+                    self._ucs.len = 0
+                else:
+                    data = PyUnicode_DecodeUTF8(<const char *>self._msg.data, self._msg.len, NULL)
             else:
                 data = PyBytes_FromStringAndSize(<const char *>self._msg.data, self._msg.len)
             self._msg.len = 0
