@@ -1102,3 +1102,71 @@ def test_a_fast_consumer_reading_the_socket_itself_keeps_order_and_answers_pings
     assert data == [f"m{i}" for i in range(50_000)] + [f"n{i}" for i in range(50_000)]
     assert got["pong"] == (OP_PONG, b"are you there")
     assert c.close_code == 1000
+
+
+@pytest.mark.parametrize("loop", ["receive", "iterate"])
+def test_round_trips_while_the_consumer_waits_on_the_socket_answer_pings(raw_server, clients, loop):
+    # Request/reply: the consumer finds channel and socket empty and waits on the socket
+    # itself; pings that arrive meanwhile must still be answered (by the reader thread).
+    rounds = 500
+    got = {"pongs": 0}
+
+    def script(srv):
+        srv.conn.settimeout(10)
+        for i in range(rounds):
+            fin, opcode, payload, _ = read_frame(srv.conn)
+            while opcode == OP_PONG:
+                got["pongs"] += 1
+                fin, opcode, payload, _ = read_frame(srv.conn)
+            out = server_frame(OP_TEXT, payload)
+            if i % 50 == 0:
+                out = server_frame(OP_PING, b"%d" % i) + out
+            srv.conn.sendall(out)
+        srv.conn.sendall(close_frame(1000))
+        code, _, frames = read_until_close(srv.conn)
+        got["pongs"] += sum(1 for op, _ in frames if op == OP_PONG)
+        got["close"] = code
+
+    srv = raw_server(script)
+    c = clients(srv.url)
+    ch = c.channel()
+    it = iter(ch)
+    for i in range(rounds):
+        c.send(f"q{i}")
+        data = (receive(ch)[0] if loop == "receive" else next(it)).data
+        assert data == f"q{i}"
+    assert drain(ch)[0] == []
+    assert srv.done.wait(5)
+    assert c.close_code == 1000 and got["close"] == 1000 and got["pongs"] == rounds // 50
+
+
+@pytest.mark.parametrize("how", ["channel", "client"])
+def test_closing_from_another_thread_ends_a_receive_waiting_on_a_silent_socket(
+        raw_server, clients, how):
+    silent = threading.Event()
+
+    def script(srv):
+        srv.conn.sendall(server_frame(OP_TEXT, b"first"))
+        if how == "client":   # then nothing until the client's close frame
+            read_until_close(srv.conn)
+            srv.conn.sendall(close_frame(1000))
+        else:
+            silent.wait(10)
+
+    srv = raw_server(script)
+    c = clients(srv.url)
+    ch = c.channel()
+    assert receive(ch)[0].data == "first"
+    with pytest.raises(wsfast.Timeout):
+        ch.receive(timeout=0.05)     # bounded by the caller's timeout, not the poll slice
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=ch.receive(timeout=10)))
+    t.start()
+    time.sleep(0.05)                 # let it wait on the socket
+    if how == "channel":
+        ch.close()
+    else:
+        c.close()
+    t.join(5)
+    silent.set()
+    assert not t.is_alive() and result["r"] == (None, False)
