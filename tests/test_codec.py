@@ -1,12 +1,15 @@
 """The frame codec, against both implementations: the compiled ``_codec`` and ``_codec_py``.
 
 Every test takes the ``codec`` fixture (one run per implementation; the compiled one is
-skipped when the extension is not built). The hypothesis tests at the end check that the
-two give identical results and identical errors on random, valid and invalid, streams.
+skipped when the extension is not built). The permessage-deflate tests also run the
+compiled codec on its fallback, Python's zlib module instead of zlib's C API. The
+hypothesis tests at the end check that the paths give identical results and identical
+errors on random, valid and invalid, streams.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import os
@@ -44,9 +47,34 @@ IMPLS = [
 ]
 
 
+@contextlib.contextmanager
+def python_zlib():
+    """The compiled codec inflating with Python's zlib module, as when it is built without
+    zlib.h (Windows), instead of zlib's C API."""
+    prev = _codec_c._use_c_zlib(False)
+    try:
+        yield _codec_c
+    finally:
+        _codec_c._use_c_zlib(prev)
+
+
 @pytest.fixture(params=IMPLS)
 def codec(request):
-    return request.param
+    if request.param == "compiled-pyzlib":
+        with python_zlib() as compiled:
+            yield compiled
+    else:
+        yield request.param
+
+
+# The inflate tests run on a third path too: the compiled codec with Python's zlib.
+DEFLATE_IMPLS = IMPLS + [pytest.param("compiled-pyzlib", id="compiled-pyzlib", marks=needs_compiled)]
+deflate_paths = pytest.mark.parametrize("codec", DEFLATE_IMPLS, indirect=True)
+
+
+def c_zlib(codec) -> bool:
+    """True when parsers of ``codec`` made now inflate with zlib's C API."""
+    return codec is _codec_c and _codec_c._use_c_zlib()
 
 
 # Deterministic hypothesis runs (CI stability); WSFAST_CODEC_EXAMPLES scales the search.
@@ -628,6 +656,7 @@ def _peak_while(fn):
     return result, peak
 
 
+@deflate_paths
 @pytest.mark.parametrize("opcode", [OP_BINARY, OP_TEXT])
 def test_decompression_bomb_single_frame(codec, opcode):
     bomb = zero_bomb()
@@ -637,8 +666,11 @@ def test_decompression_bomb_single_frame(codec, opcode):
     msgs, peak = _peak_while(lambda: parser.feed(stream))
     assert msgs == [] and parser.error.close_code == 1009
     assert peak < 6 * MiB, f"peak {peak / MiB:.1f} MiB while inflating a 100 MiB bomb"
+    if c_zlib(codec):   # inflated into one buffer of at most read_limit + 1 bytes
+        assert peak < MiB + 64 * KiB, f"peak {peak / MiB:.2f} MiB"
 
 
+@deflate_paths
 def test_decompression_bomb_fragmented(codec):
     bomb = zero_bomb()
     n = len(bomb) // 10 + 1
@@ -655,8 +687,11 @@ def test_decompression_bomb_fragmented(codec):
     parser, peak = _peak_while(feed_all)
     assert parser.error.close_code == 1009
     assert peak < 6 * MiB, f"peak {peak / MiB:.1f} MiB while inflating a 100 MiB bomb"
+    if c_zlib(codec):   # plus a partial frame of the chunk being fed
+        assert peak < MiB + 128 * KiB, f"peak {peak / MiB:.2f} MiB"
 
 
+@deflate_paths
 def test_inflated_size_exactly_at_the_limit(codec):
     data = b"abc" * 1000
     payload = ServerDeflater().compress(data)
@@ -790,6 +825,7 @@ TICKS = [f'{{"type":"ticker","symbol":"BTC-USD","price":"{43000 + i * 7}.{i % 10
          f'"size":"0.0{i % 9}","seq":{1000 + i}}}' for i in range(40)]
 
 
+@deflate_paths
 @pytest.mark.parametrize("takeover", [True, False], ids=["takeover", "no-takeover"])
 def test_inflate_messages(codec, takeover):
     d = ServerDeflater(takeover=takeover)
@@ -807,6 +843,7 @@ def test_inflate_messages(codec, takeover):
         assert error_code(r) == 1007 and r.messages[0] == ("text", TICKS[0])
 
 
+@deflate_paths
 def test_inflate_fragmented_compressed_messages(codec):
     d = ServerDeflater()
     messages, frames = [], []
@@ -824,6 +861,7 @@ def test_inflate_fragmented_compressed_messages(codec):
     assert run_bytes(codec, stream, step=1, compressed=True) == r
 
 
+@deflate_paths
 def test_uncompressed_messages_mixed_with_compressed(codec):
     d = ServerDeflater()
     stream = b"".join([
@@ -837,6 +875,7 @@ def test_uncompressed_messages_mixed_with_compressed(codec):
                           ("text", TICKS[2])]
 
 
+@deflate_paths
 @pytest.mark.parametrize("wbits", [9, 10, 12, 15])
 def test_server_max_window_bits(codec, wbits):
     d = ServerDeflater(wbits=wbits)
@@ -851,11 +890,24 @@ def test_server_max_window_bits(codec, wbits):
         assert r.error is None and r.messages == [("binary", x) for x in data]
 
 
+@deflate_paths
 def test_invalid_compressed_data_is_1007(codec):
     r = run_bytes(codec, frame(OP_BINARY, b"\xff\xff\xff\xff", rsv1=True), compressed=True)
     assert error_code(r) == 1007
+    assert r.error[2] == "invalid compressed data: Error -3 while decompressing data: invalid block type"
+    # in the last fragment of a message, after a good one: LEN and NLEN of the sync flush's
+    # empty stored block do not match
+    d = ServerDeflater()
+    good, ok = d.compress(TICKS[0].encode()), d.compress(TICKS[1].encode())
+    stream = frame(OP_TEXT, good, rsv1=True) + fragments(OP_TEXT, [ok, b"\x01\x00\x00\x00"], rsv1=True)
+    for step in (0, 1):
+        r = run_bytes(codec, stream, step=step, compressed=True)
+        assert r.messages == [("text", TICKS[0])] and error_code(r) == 1007
+        assert r.error[2] == ("invalid compressed data: Error -3 while decompressing data: "
+                              "invalid stored block lengths")
 
 
+@deflate_paths
 def test_final_deflate_block_resets_the_context(codec):
     # a server may end each message with a final block: the parser starts afresh after it
     c = zlib.compressobj(6, zlib.DEFLATED, -15)
@@ -865,6 +917,116 @@ def test_final_deflate_block_resets_the_context(codec):
     stream = frame(OP_TEXT, first, rsv1=True) + frame(OP_TEXT, second[:-4], rsv1=True)
     r = run_bytes(codec, stream, compressed=True)
     assert r.messages == [("text", "hello hello"), ("text", "world")]
+
+
+@deflate_paths
+@pytest.mark.parametrize("takeover", [True, False], ids=["takeover", "no-takeover"])
+def test_final_blocks_between_messages(codec, takeover):
+    # every third message ends the stream; the server starts a new one for the next
+    d = ServerDeflater(takeover=takeover)
+    texts = [TICKS[i % len(TICKS)] * (1 + i % 3) for i in range(60)]
+    payloads = [d.compress(t.encode(), final=i % 3 == 1) for i, t in enumerate(texts)]
+    stream = b"".join(frame(OP_TEXT, p, rsv1=True) for p in payloads)
+    want = [("text", t) for t in texts]
+    for step in (0, 1, 9):
+        r = run_bytes(codec, stream, step=step, compressed=True, no_context_takeover=not takeover)
+        assert r.error is None and r.messages == want
+    # a final message cut anywhere: the tail comes after the end of the stream
+    final = payloads[1]
+    for cut in range(len(final) + 1):
+        stream = b"".join([frame(OP_TEXT, payloads[0], rsv1=True),
+                           fragments(OP_TEXT, [final[:cut], final[cut:]], rsv1=True),
+                           frame(OP_TEXT, payloads[2], rsv1=True)])
+        r = run_bytes(codec, stream, compressed=True, no_context_takeover=not takeover)
+        assert r.error is None and r.messages == want[:3], cut
+
+
+@deflate_paths
+def test_bytes_after_the_final_block_are_ignored(codec):
+    # as Python's zlib keeps them aside (unused_data): the message ends at the final block
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    first = c.compress(b"hello hello") + c.flush(zlib.Z_FINISH)
+    second = ServerDeflater().compress(b"world")
+    stream = (fragments(OP_TEXT, [first + b"junk", b"\xff\xff"], rsv1=True)
+              + frame(OP_TEXT, second, rsv1=True))
+    r = run_bytes(codec, stream, compressed=True)
+    assert r.error is None and r.messages == [("text", "hello hello"), ("text", "world")]
+
+
+@deflate_paths
+@pytest.mark.parametrize("takeover", [True, False], ids=["takeover", "no-takeover"])
+def test_many_compressed_messages(codec, takeover):
+    # many times the 32 KiB window: back-references reach across messages, the window wraps
+    rnd = random.Random(11)
+    d = ServerDeflater(takeover=takeover)
+    messages, frames = [], []
+    for i in range(3000):
+        if i % 7 == 3:
+            data = rnd.randbytes(rnd.randrange(0, 400)) + bytes(rnd.randrange(0, 400))
+            messages.append(("binary", data))
+        elif i % 500 == 250:      # large: inflated with the GIL released
+            data = (TICKS[i % len(TICKS)] * 2000).encode()
+            messages.append(("text", data.decode()))
+        else:
+            text = TICKS[i % len(TICKS)].replace("seq", f"seq{i}é")
+            data = text.encode()
+            messages.append(("text", text))
+        frames.append(frame(OP_BINARY if i % 7 == 3 else OP_TEXT, d.compress(data), rsv1=True))
+    stream = b"".join(frames)
+    chunks = split(stream, [rnd.randrange(len(stream)) for _ in range(300)])
+    r = run(codec, chunks, compressed=True, no_context_takeover=not takeover)
+    assert r.error is None and r.messages == messages
+
+
+@deflate_paths
+@pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY])
+def test_compressed_message_split_at_every_offset(codec, opcode):
+    # between two other messages (the context carries over), in two fragments cut at every
+    # byte, then in three; cuts fall inside what inflates to UTF-8 sequences too
+    rnd = random.Random(3)
+    text = "".join(rnd.choice("abcdefgh €😀é{}:,0123456789") for _ in range(900))
+    d = ServerDeflater()
+    before, middle, after = (d.compress(x.encode()) for x in (TICKS[0], text, TICKS[1]))
+    assert len(middle) > 600      # last fragments both under and over 512 bytes
+    want = [("text", TICKS[0]), ("text", text) if opcode == OP_TEXT else ("binary", text.encode()),
+            ("text", TICKS[1])]
+    head, tail = frame(OP_TEXT, before, rsv1=True), frame(OP_TEXT, after, rsv1=True)
+    for cut in range(len(middle) + 1):
+        stream = head + fragments(opcode, [middle[:cut], middle[cut:]], rsv1=True) + tail
+        r = run_bytes(codec, stream, compressed=True)
+        assert r.error is None and r.messages == want, cut
+    for cut in range(0, len(middle) + 1, 5):
+        parts = [middle[:cut // 3], middle[cut // 3:cut], b"", middle[cut:]]
+        r = run_bytes(codec, head + fragments(opcode, parts, rsv1=True) + tail, compressed=True)
+        assert r.error is None and r.messages == want, cut
+
+
+@deflate_paths
+@pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY])
+def test_inflated_size_exactly_at_the_limit_fragmented(codec, opcode):
+    data = ("".join(TICKS) * 40).encode()[:100 * KiB]
+    payload = ServerDeflater().compress(data)
+    stream = fragments(opcode, split(payload, [len(payload) // 3, 2 * len(payload) // 3]), rsv1=True)
+    r = run_bytes(codec, stream, compressed=True, read_limit=len(data))
+    assert r.error is None and len(r.messages) == 1 and len(r.messages[0][1]) == len(data)
+    r = run_bytes(codec, stream, compressed=True, read_limit=len(data) - 1)
+    assert error_code(r) == 1009 and "after inflate" in r.error[2]
+    # an uncompressed message first grew the buffer past the limit: still 3000 bytes, not 3001
+    first = fragments(OP_BINARY, [b"x" * 1000, b"y" * 2000])
+    for size, code in ((3000, None), (3001, 1009)):
+        stream = first + frame(opcode, ServerDeflater().compress(b"z" * size), rsv1=True)
+        r = run_bytes(codec, stream, compressed=True, read_limit=3000)
+        assert error_code(r) == code and r.messages[0] == ("binary", b"x" * 1000 + b"y" * 2000)
+
+
+@needs_compiled
+def test_c_zlib_switch():
+    assert isinstance(_codec_c.CZLIB, bool)
+    before = _codec_c._use_c_zlib()
+    assert before is (_codec_c.CZLIB and os.environ.get("WSFAST_PY_ZLIB", "") in ("", "0"))
+    with python_zlib():
+        assert _codec_c._use_c_zlib() is False
+    assert _codec_c._use_c_zlib() is before
 
 
 # ---------------------------------------------------------------- encoder
@@ -1396,6 +1558,7 @@ def compressed_streams(draw):
     return b"".join(out), messages, options
 
 
+@deflate_paths
 @hsettings(150)
 @given(case=compressed_streams(), data=st.data())
 def test_compressed_streams_inflate(codec, case, data):
@@ -1415,6 +1578,8 @@ def test_paths_agree_on_compressed_streams(case, data):
     pure = run(_codec_py, chunks, **options)
     assert run(_codec_c, chunks, **options) == pure
     assert run(_codec_c, [stream], **options) == pure
+    with python_zlib():
+        assert run(_codec_c, chunks, **options) == pure
 
 
 ENCODER_OPTIONS = st.fixed_dictionaries({
@@ -1430,6 +1595,7 @@ MESSAGES = st.lists(st.one_of(st.text(max_size=80), st.binary(max_size=120)).map
                     max_size=6)
 
 
+@deflate_paths
 @hsettings(150)
 @given(items=MESSAGES, options=ENCODER_OPTIONS)
 def test_encoder_round_trips_through_the_parser(codec, items, options):

@@ -14,7 +14,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy, memmove
+from libc.string cimport memcpy, memmove, memset
 
 from .errors import InvalidOption, ProtocolError
 from ._codec_py import Close, Ping, Pong, is_valid_close_code
@@ -29,6 +29,21 @@ cdef extern from "Python.h":
     object PyUnicode_New(Py_ssize_t size, uint32_t maxchar)
     void *PyUnicode_DATA(object o)
 
+# zlib's C API when setup.py found zlib.h, else stubs (Windows): see _zshim.h
+cdef extern from "_zshim.h":
+    ctypedef struct z_stream:
+        unsigned char *next_in
+        unsigned int avail_in
+        unsigned char *next_out
+        unsigned int avail_out
+        const char *msg
+    int WSFAST_CZLIB
+    int Z_OK, Z_STREAM_END, Z_STREAM_ERROR, Z_DATA_ERROR, Z_MEM_ERROR, Z_BUF_ERROR, Z_SYNC_FLUSH
+    int inflateInit2(z_stream *strm, int window_bits)
+    int inflate(z_stream *strm, int flush) nogil
+    int inflateReset(z_stream *strm)
+    int inflateEnd(z_stream *strm)
+
 __all__ = [
     "COMPILED", "Message", "Ping", "Pong", "Close", "FrameParser", "FrameEncoder",
     "apply_mask", "validate_utf8", "is_valid_close_code",
@@ -37,6 +52,8 @@ __all__ = [
 ]
 
 COMPILED = True
+# permessage-deflate inflates with zlib's C API (built with zlib.h), else with Python's zlib
+CZLIB = WSFAST_CZLIB != 0
 
 OP_CONT = 0x0
 OP_TEXT = 0x1
@@ -47,11 +64,28 @@ OP_PONG = 0xA
 
 DEFAULT_READ_LIMIT = 16 * 1024 * 1024
 
+# WSFAST_PY_ZLIB=1 at import: inflate with Python's zlib even when zlib's C API is compiled in
+cdef bint _c_inflate = CZLIB and os.environ.get("WSFAST_PY_ZLIB", "") in ("", "0")
+
+
+def _use_c_zlib(on=None):
+    """Internal (tests): whether parsers made from now on inflate with zlib's C API (only
+    when compiled in) or with Python's zlib; returns the setting before the call."""
+    global _c_inflate
+    cdef bint prev = _c_inflate
+    if on is not None:
+        _c_inflate = on and CZLIB
+    return prev
+
 cdef Py_ssize_t NOGIL_THRESHOLD = 65536     # release the GIL for buffers at least this large
 cdef Py_ssize_t KEEP_BUFFER = 262144        # shrink reassembly buffers back to this after a big message
 cdef Py_ssize_t DIRECT_MIN = 65536          # payloads this large are read straight into their message
 cdef Py_ssize_t DECODE_MAX = 65536          # fragmented text up to this size is decoded as it comes
+cdef enum:
+    ZIN_SMALL = 512                         # a last compressed fragment this small is copied, tail appended
+cdef Py_ssize_t NOGIL_INFLATE = 4096       # inflate this much compressed input with the GIL released
 cdef bytes DEFLATE_TAIL = b"\x00\x00\xff\xff"
+cdef const uint8_t *DEFLATE_TAIL_C = <const uint8_t *>b"\x00\x00\xff\xff"
 cdef str TYPE_TEXT = "text"
 cdef str TYPE_BINARY = "binary"
 cdef int MASK_POOL = 4096
@@ -445,6 +479,15 @@ cdef int _buf_append(ByteBuf *b, const uint8_t *src, Py_ssize_t n) except -1:
     return 0
 
 
+cdef int _buf_resize(ByteBuf *b, Py_ssize_t cap) except -1:
+    cdef uint8_t *p = <uint8_t *>PyMem_Realloc(b.data, cap)
+    if p == NULL:
+        raise MemoryError()
+    b.data = p
+    b.cap = cap
+    return 0
+
+
 cdef void _buf_shrink(ByteBuf *b) noexcept:
     """Give back the memory of a big message once it is consumed."""
     cdef uint8_t *p
@@ -479,7 +522,12 @@ cdef class FrameParser:
     cdef readonly bint compressed
     cdef bint _no_context_takeover
     cdef int _wbits
-    cdef object _inflater
+    cdef object _inflater      # Python's zlib, when not inflating with the C API
+    cdef bint _czlib           # inflate with zlib's C API into _msg
+    cdef bint _zs_ready        # _zs initialized (inflateEnd at the end)
+    cdef bint _zs_end          # the deflate stream ended inside this message (BFINAL)
+    cdef z_stream _zs
+    cdef uint8_t _zin[ZIN_SMALL + 4]   # a small last fragment and the tail
     cdef ByteBuf _buf          # bytes of a frame not yet complete
     cdef ByteBuf _msg          # payload of a fragmented message
     cdef ByteBuf _ucs          # its code points so far (text up to DECODE_MAX bytes)
@@ -509,9 +557,11 @@ cdef class FrameParser:
         self._ucs.data = NULL
         self._ucs.len = 0
         self._ucs.cap = 0
+        memset(&self._zs, 0, sizeof(z_stream))   # zalloc/zfree/opaque NULL: zlib's allocator
 
     def __init__(self, Py_ssize_t read_limit=DEFAULT_READ_LIMIT, bint compressed=False,
                  bint no_context_takeover=False, int max_window_bits=15):
+        cdef int err
         if read_limit <= 0:
             read_limit = DEFAULT_READ_LIMIT
         self.read_limit = read_limit
@@ -519,7 +569,21 @@ cdef class FrameParser:
         self.compressed = compressed
         self._no_context_takeover = no_context_takeover
         self._wbits = -max(9, min(15, max_window_bits))
-        self._inflater = zlib.decompressobj(self._wbits) if compressed else None
+        self._inflater = None
+        if self._zs_ready:      # __init__ called again
+            inflateEnd(&self._zs)
+            self._zs_ready = False
+        self._czlib = compressed and _c_inflate
+        self._zs_end = False
+        if self._czlib:
+            err = inflateInit2(&self._zs, self._wbits)
+            if err == Z_MEM_ERROR:
+                raise MemoryError()
+            if err != Z_OK:
+                raise zlib.error(f"Error {err} while creating decompression object")
+            self._zs_ready = True
+        elif compressed:
+            self._inflater = zlib.decompressobj(self._wbits)
         self.control = []
         self.error = None
         self.closed = False
@@ -530,6 +594,8 @@ cdef class FrameParser:
         _buf_free(&self._buf)
         _buf_free(&self._msg)
         _buf_free(&self._ucs)
+        if self._zs_ready:
+            inflateEnd(&self._zs)
 
     def take_control(self):
         """Return and clear the control frames received so far."""
@@ -583,6 +649,8 @@ cdef class FrameParser:
         if self.closed or self.error is not None:
             self._buf.len = 0
             _buf_shrink(&self._buf)
+            self._msg.len = 0       # e.g. a bomb's first read_limit bytes
+            _buf_shrink(&self._msg)
         return out
 
     def read_target(self):
@@ -776,6 +844,8 @@ cdef class FrameParser:
         cdef bint whole
         cdef object data
         cdef Py_ssize_t decoded
+        if self._msg_deflated and self._czlib:
+            return self._fragment_z(p, n, fin, out)
         if self._msg_deflated:
             self._msg_wire += n
             if fin:
@@ -845,6 +915,103 @@ cdef class FrameParser:
         if PyBytes_GET_SIZE(chunk) > remaining:
             raise _fail(f"message over the read limit ({self.read_limit} bytes) after inflate", 1009)
         return chunk
+
+    cdef int _fragment_z(self, const uint8_t *p, Py_ssize_t n, bint fin, list out) except -1:
+        """_fragment for a deflated message with zlib's C API: inflated from the frame into _msg."""
+        cdef Py_ssize_t start = self._msg.len
+        cdef object data
+        self._msg_wire += n
+        if fin and n <= ZIN_SMALL:
+            # one call over payload + tail: zlib decodes the last bytes of its input on a
+            # slow path (its fast loop wants lookahead), and the tail supplies some
+            memcpy(self._zin, p, n)
+            memcpy(self._zin + n, DEFLATE_TAIL_C, 4)
+            self._zinflate(self._zin, n + 4)
+        else:
+            self._zinflate(p, n)
+            if fin:
+                self._zinflate(DEFLATE_TAIL_C, 4)
+        self._msg_size = self._msg.len
+        if self._msg_text and not (fin and start == 0):
+            # part of a longer message: fail on bad UTF-8 as soon as the other paths do
+            if _utf8_check(&self._utf8, self._msg.data + start, self._msg.len - start) < 0:
+                raise _fail("invalid UTF-8 in text message", 1007)
+        if not fin:
+            return 0
+        if not self._msg_text:
+            data = PyBytes_FromStringAndSize(<const char *>self._msg.data, self._msg.len)
+        elif start == 0:
+            data = _decode_text(self._msg.data, self._msg.len)
+        elif self._utf8.need != 0:
+            raise _fail("invalid UTF-8 in text message", 1007)
+        else:
+            data = PyUnicode_DecodeUTF8(<const char *>self._msg.data, self._msg.len, NULL)
+        self._msg.len = 0
+        _buf_shrink(&self._msg)
+        out.append(_message(TYPE_TEXT if self._msg_text else TYPE_BINARY, data))
+        self._msg_open = False
+        if self._no_context_takeover or self._zs_end:
+            inflateReset(&self._zs)
+            self._zs_end = False
+        return 0
+
+    cdef int _zinflate(self, const uint8_t *p, Py_ssize_t n) except -1:
+        """Inflate n bytes onto _msg, which holds this message only. Like Python's
+        decompress(data, read_limit + 1 - size): never more output than read_limit + 1."""
+        cdef z_stream *zs = &self._zs
+        cdef ByteBuf *b = &self._msg
+        cdef Py_ssize_t budget = self.read_limit + 1, room, cap
+        cdef int err
+        if self._zs_end:
+            return 0        # Python's zlib keeps what follows the end as unused_data
+        while True:
+            # avail_in/avail_out are 32-bit: at most 1 GiB a call
+            zs.next_in = <unsigned char *>p
+            zs.avail_in = <unsigned int>(n if n < (1 << 30) else (1 << 30))
+            p += zs.avail_in
+            n -= zs.avail_in
+            while True:
+                room = (b.cap if b.cap < budget else budget) - b.len
+                if room == 0:
+                    # grow, but never past the output budget (peak memory of a bomb)
+                    cap = b.cap * 2 if b.cap else 4096
+                    _buf_resize(b, cap if cap < budget else budget)
+                    room = b.cap - b.len
+                zs.next_out = b.data + b.len
+                zs.avail_out = <unsigned int>(room if room < (1 << 30) else (1 << 30))
+                if zs.avail_in >= NOGIL_INFLATE or b.len >= NOGIL_THRESHOLD:
+                    with nogil:
+                        err = inflate(zs, Z_SYNC_FLUSH)
+                else:
+                    err = inflate(zs, Z_SYNC_FLUSH)
+                b.len = zs.next_out - b.data
+                if err != Z_OK and err != Z_BUF_ERROR and err != Z_STREAM_END:
+                    raise _fail(f"invalid compressed data: {_zlib_error(zs, err)}", 1007)
+                if b.len > self.read_limit:
+                    raise _fail(f"message over the read limit ({self.read_limit} bytes) after inflate", 1009)
+                if err == Z_STREAM_END:
+                    self._zs_end = True
+                    return 0
+                if zs.avail_out != 0:
+                    break
+            if n == 0:
+                return 0
+
+
+cdef str _zlib_error(z_stream *zs, int err):
+    """The text of Python's zlib.error for the same failure."""
+    cdef str what
+    if zs.msg != NULL:
+        what = (<bytes>zs.msg)[:200].decode("utf-8", "replace")
+    elif err == Z_BUF_ERROR:
+        what = "incomplete or truncated stream"
+    elif err == Z_STREAM_ERROR:
+        what = "inconsistent stream state"
+    elif err == Z_DATA_ERROR:
+        what = "invalid input data"
+    else:
+        return f"Error {err} while decompressing data"
+    return f"Error {err} while decompressing data: {what}"
 
 
 cdef object _decode_text(const uint8_t *p, Py_ssize_t n):
