@@ -34,7 +34,7 @@ from .errors import (
 )
 from .options import Options, parse_options
 from .policy import Target, check_connect
-from .protocol import CLOSED, Protocol, check_close_args
+from .protocol import CLOSED, OPEN, Protocol, check_close_args
 
 __all__ = ["Client", "connect"]
 
@@ -557,6 +557,8 @@ class Client:
                 self._contended = 0   # nothing pending: not a stream
                 if timeout != 0:
                     msgs = self._consumer_poll(timeout)
+            if proto.pending:
+                self._send_replies()
             if msgs:
                 self._fetched = self._last_data
                 try:
@@ -569,6 +571,21 @@ class Client:
             return bool(msgs)
         finally:
             self._rlock.release()
+
+    def _send_replies(self) -> None:
+        """Write (or queue) the pongs a read produced before its messages reach anyone:
+        a consumer that answers a message must not get its answer out ahead of the pong
+        (the order Autobahn 5.6-5.8 check). Close replies stay with the reader thread."""
+        proto = self._protocol
+        if proto.state == OPEN and proto.error is None:
+            try:
+                with self._wlock:
+                    for frame in proto.data_to_send():
+                        self._queue_locked(frame)
+                return
+            except Error:
+                pass   # the reader sees the broken socket and ends the connection
+        self._wake_reader()
 
     def _consumer_poll(self, timeout: Optional[float]) -> Optional[list]:
         """Wait (holding ``_rlock``) for the socket, then read; None when nothing came."""
@@ -629,6 +646,8 @@ class Client:
                 if proto.state == CLOSED or proto.error is not None:
                     break
                 msgs = self._read_once()
+                if proto.pending:
+                    self._send_replies()
                 if msgs:
                     self._deliver(msgs)   # under the lock: messages stay in order
                     # after delivery: a slow consumer is not a silent server
