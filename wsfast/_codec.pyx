@@ -452,20 +452,23 @@ cdef struct ByteBuf:
     Py_ssize_t cap
 
 
-cdef int _buf_reserve(ByteBuf *b, Py_ssize_t extra) except -1:
-    cdef Py_ssize_t need = b.len + extra, cap
-    cdef uint8_t *p
-    if need <= b.cap:
-        return 0
-    cap = b.cap * 2 if b.cap else 4096
-    while cap < need:
-        cap *= 2
-    p = <uint8_t *>PyMem_Realloc(b.data, cap)
+cdef int _buf_resize(ByteBuf *b, Py_ssize_t cap) except -1:
+    cdef uint8_t *p = <uint8_t *>PyMem_Realloc(b.data, cap)
     if p == NULL:
         raise MemoryError()
     b.data = p
     b.cap = cap
     return 0
+
+
+cdef int _buf_reserve(ByteBuf *b, Py_ssize_t extra) except -1:
+    cdef Py_ssize_t need = b.len + extra, cap
+    if need <= b.cap:
+        return 0
+    cap = b.cap * 2 if b.cap else 4096
+    while cap < need:
+        cap *= 2
+    return _buf_resize(b, cap)
 
 
 cdef int _buf_append(ByteBuf *b, const uint8_t *src, Py_ssize_t n) except -1:
@@ -476,15 +479,6 @@ cdef int _buf_append(ByteBuf *b, const uint8_t *src, Py_ssize_t n) except -1:
     else:
         memcpy(b.data + b.len, src, n)
     b.len += n
-    return 0
-
-
-cdef int _buf_resize(ByteBuf *b, Py_ssize_t cap) except -1:
-    cdef uint8_t *p = <uint8_t *>PyMem_Realloc(b.data, cap)
-    if p == NULL:
-        raise MemoryError()
-    b.data = p
-    b.cap = cap
     return 0
 
 
@@ -843,7 +837,6 @@ cdef class FrameParser:
         cdef Py_ssize_t cn = n
         cdef bint whole
         cdef object data
-        cdef Py_ssize_t decoded
         if self._msg_deflated and self._czlib:
             return self._fragment_z(p, n, fin, out)
         if self._msg_deflated:
@@ -870,40 +863,53 @@ cdef class FrameParser:
                 data = PyBytes_FromStringAndSize(<const char *>cp, cn)
         else:
             if self._msg_text:
-                if self._msg_decoding and self._msg_size > DECODE_MAX:
-                    self._msg_decoding = False   # big: validate now, decode the bytes at the end
-                    self._ucs.len = 0
-                    _buf_shrink(&self._ucs)
-                if self._msg_decoding:
-                    _buf_reserve(&self._ucs, cn * 4)
-                    decoded = _utf8_decode(&self._utf8, cp, cn,
-                                           <uint32_t *>(self._ucs.data + self._ucs.len))
-                    if decoded < 0:
-                        raise _fail("invalid UTF-8 in text message", 1007)
-                    self._ucs.len += decoded * 4
-                elif _utf8_check(&self._utf8, cp, cn) < 0:
-                    raise _fail("invalid UTF-8 in text message", 1007)
+                self._text_part(cp, cn)
             _buf_append(&self._msg, cp, cn)
             if not fin:
                 return 0
-            if self._msg_text:
-                if self._utf8.need != 0:
-                    raise _fail("invalid UTF-8 in text message", 1007)
-                if self._msg_decoding:
-                    data = _ucs4_str(<const uint32_t *>self._ucs.data, self._ucs.len // 4,
-                                     self._utf8.bits)
-                    self._ucs.len = 0
-                else:
-                    data = PyUnicode_DecodeUTF8(<const char *>self._msg.data, self._msg.len, NULL)
-            else:
-                data = PyBytes_FromStringAndSize(<const char *>self._msg.data, self._msg.len)
-            self._msg.len = 0
-            _buf_shrink(&self._msg)
+            data = self._assembled()
         out.append(_message(TYPE_TEXT if self._msg_text else TYPE_BINARY, data))
         self._msg_open = False
         if self._msg_deflated and (self._no_context_takeover or self._inflater.eof):
             self._inflater = zlib.decompressobj(self._wbits)
         return 0
+
+    cdef int _text_part(self, const uint8_t *p, Py_ssize_t n) except -1:
+        """The next n bytes of a text message in pieces (``_msg_size`` counts them):
+        fail on bad UTF-8 at once; up to DECODE_MAX bytes, also decode them into _ucs."""
+        cdef Py_ssize_t decoded
+        if self._msg_decoding and self._msg_size > DECODE_MAX:
+            self._msg_decoding = False   # big: validate now, decode the bytes at the end
+            self._ucs.len = 0
+            _buf_shrink(&self._ucs)
+        if self._msg_decoding:
+            _buf_reserve(&self._ucs, n * 4)
+            decoded = _utf8_decode(&self._utf8, p, n, <uint32_t *>(self._ucs.data + self._ucs.len))
+            if decoded < 0:
+                raise _fail("invalid UTF-8 in text message", 1007)
+            self._ucs.len += decoded * 4
+        elif _utf8_check(&self._utf8, p, n) < 0:
+            raise _fail("invalid UTF-8 in text message", 1007)
+        return 0
+
+    cdef object _assembled(self, bint whole=False):
+        """The str or bytes of the message gathered in _msg, and empty it. Text came
+        through ``_text_part``, unless ``whole`` (one piece: validated as it decodes)."""
+        cdef object data
+        if not self._msg_text:
+            data = PyBytes_FromStringAndSize(<const char *>self._msg.data, self._msg.len)
+        elif whole:
+            data = _decode_text(self._msg.data, self._msg.len)
+        elif self._utf8.need != 0:
+            raise _fail("invalid UTF-8 in text message", 1007)
+        elif self._msg_decoding:
+            data = _ucs4_str(<const uint32_t *>self._ucs.data, self._ucs.len // 4, self._utf8.bits)
+            self._ucs.len = 0
+        else:
+            data = PyUnicode_DecodeUTF8(<const char *>self._msg.data, self._msg.len, NULL)
+        self._msg.len = 0
+        _buf_shrink(&self._msg)
+        return data
 
     cdef bytes _inflate(self, bytes data):
         cdef Py_ssize_t remaining = self.read_limit - self._msg_size
@@ -919,6 +925,7 @@ cdef class FrameParser:
     cdef int _fragment_z(self, const uint8_t *p, Py_ssize_t n, bint fin, list out) except -1:
         """_fragment for a deflated message with zlib's C API: inflated from the frame into _msg."""
         cdef Py_ssize_t start = self._msg.len
+        cdef bint whole
         cdef object data
         self._msg_wire += n
         if fin and n <= ZIN_SMALL:
@@ -932,22 +939,13 @@ cdef class FrameParser:
             if fin:
                 self._zinflate(DEFLATE_TAIL_C, 4)
         self._msg_size = self._msg.len
-        if self._msg_text and not (fin and start == 0):
+        whole = fin and start == 0   # the message is this one frame: decoded in one go
+        if self._msg_text and not whole:
             # part of a longer message: fail on bad UTF-8 as soon as the other paths do
-            if _utf8_check(&self._utf8, self._msg.data + start, self._msg.len - start) < 0:
-                raise _fail("invalid UTF-8 in text message", 1007)
+            self._text_part(self._msg.data + start, self._msg.len - start)
         if not fin:
             return 0
-        if not self._msg_text:
-            data = PyBytes_FromStringAndSize(<const char *>self._msg.data, self._msg.len)
-        elif start == 0:
-            data = _decode_text(self._msg.data, self._msg.len)
-        elif self._utf8.need != 0:
-            raise _fail("invalid UTF-8 in text message", 1007)
-        else:
-            data = PyUnicode_DecodeUTF8(<const char *>self._msg.data, self._msg.len, NULL)
-        self._msg.len = 0
-        _buf_shrink(&self._msg)
+        data = self._assembled(whole)
         out.append(_message(TYPE_TEXT if self._msg_text else TYPE_BINARY, data))
         self._msg_open = False
         if self._no_context_takeover or self._zs_end:
