@@ -575,17 +575,17 @@ class Client:
     def _send_replies(self) -> None:
         """Write (or queue) the pongs a read produced before its messages reach anyone:
         a consumer that answers a message must not get its answer out ahead of the pong
-        (the order Autobahn 5.6-5.8 check). Close replies stay with the reader thread."""
+        (the order Autobahn 5.6-5.8 check). Close replies stay with the reader thread,
+        which runs them at the top of its loop (a consumer wakes it for them)."""
         proto = self._protocol
-        if proto.state == OPEN and proto.error is None:
-            try:
-                with self._wlock:
-                    for frame in proto.data_to_send():
-                        self._queue_locked(frame)
-                return
-            except Error:
-                pass   # the reader sees the broken socket and ends the connection
-        self._wake_reader()
+        if proto.state != OPEN or proto.error is not None:
+            return
+        try:
+            with self._wlock:
+                for frame in proto.data_to_send():
+                    self._queue_locked(frame)
+        except Error:
+            self._wake_reader()   # it sees the broken socket and ends the connection
 
     def _consumer_poll(self, timeout: Optional[float]) -> Optional[list]:
         """Wait (holding ``_rlock``) for the socket, then read; None when nothing came."""
@@ -619,6 +619,15 @@ class Client:
         wake_recv = self._wake_r.recv
         rlock = self._rlock
         read_timeout = self._options.read_timeout
+
+        def pause(on: _IOWait, timeout: Optional[float]) -> None:
+            """Wait on ``on``, then drain the wake-ups that ended (or came during) it."""
+            on.wait(timeout)
+            try:
+                wake_recv(4096)
+            except OSError:
+                pass
+
         if self._leftover:
             msgs = proto.receive_data(self._leftover)
             self._bytes_in += len(self._leftover)
@@ -636,11 +645,7 @@ class Client:
                 # a consumer reads the socket itself (or asked to): stay out of its way
                 # while it is busy; one that waits in the channel is served soon. A
                 # sender that queues bytes (or a consumer that stops) wakes us at once.
-                wake_wait.wait(_CONSUMER_GRACE / 2)
-                try:
-                    wake_recv(4096)
-                except OSError:
-                    pass
+                pause(wake_wait, _CONSUMER_GRACE / 2)
                 continue
             with rlock:
                 if proto.state == CLOSED or proto.error is not None:
@@ -661,11 +666,7 @@ class Client:
                     proto.fail(Timeout(f"read timeout: no message for {read_timeout:g} s",
                                        url=self.url), CLOSE_CODES.GOING_AWAY, "read timeout")
                     return
-            waiter.wait(wait)
-            try:
-                wake_recv(4096)
-            except OSError:
-                pass
+            pause(waiter, wait)
 
     def _deliver(self, msgs: list) -> None:
         ch = self._channel
