@@ -370,10 +370,10 @@ def test_select_matches_another_select_on_rendezvous_channel():
 # -- stress -------------------------------------------------------------------------------
 
 
-def test_stress_many_producers_and_consumers_exactly_once():
-    ch = Channel(16)
-    producers, per = 8, 20_000
-    results = [[] for _ in range(4)]
+def _exactly_once(ch, producers, per, consumers, timeout):
+    """``producers`` threads send ``per`` values each, ``consumers`` iterate: every value
+    must arrive exactly once. Returns what each consumer got."""
+    results = [[] for _ in range(consumers)]
 
     def produce(p):
         for i in range(per):
@@ -383,16 +383,21 @@ def test_stress_many_producers_and_consumers_exactly_once():
         for v in ch:
             out.append(v)
 
-    consumers = [spawn(consume, out) for out in results]
+    cons = [spawn(consume, out) for out in results]
     prods = [spawn(produce, p) for p in range(producers)]
     for t in prods:
-        t.join(30)
+        t.join(timeout)
     ch.close()
-    for t in consumers:
-        t.join(30)
+    for t in cons:
+        t.join(timeout)
     allv = [v for out in results for v in out]
     assert len(allv) == producers * per
     assert len(set(allv)) == producers * per
+    return results
+
+
+def test_stress_many_producers_and_consumers_exactly_once():
+    results = _exactly_once(Channel(16), producers=8, per=20_000, consumers=4, timeout=30)
     # per-producer order is preserved within each consumer
     for out in results:
         last = {}
@@ -475,27 +480,7 @@ def test_stress_select_with_timeouts_and_defaults_loses_nothing():
 
 
 def test_stress_rendezvous_exactly_once():
-    ch = Channel()
-    senders, per = 4, 3000
-    results = [[] for _ in range(4)]
-
-    def send(s):
-        for i in range(per):
-            ch.send((s, i))
-
-    def recv(out):
-        for v in ch:
-            out.append(v)
-
-    rs = [spawn(recv, out) for out in results]
-    ss = [spawn(send, s) for s in range(senders)]
-    for t in ss:
-        t.join(40)
-    ch.close()
-    for t in rs:
-        t.join(40)
-    allv = [v for out in results for v in out]
-    assert len(allv) == senders * per == len(set(allv))
+    _exactly_once(Channel(), producers=4, per=3000, consumers=4, timeout=40)
 
 
 # -- after ----------------------------------------------------------------------------------

@@ -75,6 +75,24 @@ def drain(ch, timeout=10.0):
         out.append(msg)
 
 
+def start_blocked_send(client, data, why):
+    """Send ``data`` from a thread and check it is still blocked after 0.5 s; returns the
+    thread and a dict that gets ``ok`` (send's result) or ``error``."""
+    result = {}
+
+    def sender():
+        try:
+            result["ok"] = client.send(data)
+        except wsfast.Error as exc:
+            result["error"] = exc
+
+    t = threading.Thread(target=sender, daemon=True)
+    t.start()
+    t.join(0.5)
+    assert t.is_alive(), f"the send should be blocked: {why}"
+    return t, result
+
+
 def recording_handler(record, done, *, send=(), close=None):
     """websockets handler: records the request headers and subprotocol, sends ``send``,
     closes with ``close`` (code, reason) or else echoes until the client closes; then
@@ -399,18 +417,7 @@ def test_close_while_another_thread_is_blocked_in_send_returns_within_close_time
     srv = raw_server(script)
     c = clients(srv.url, close_timeout="500ms")
     big = b"\x00" * (64 * MiB)
-    send_result = {}
-
-    def sender():
-        try:
-            send_result["ok"] = c.send(big)
-        except wsfast.Error as exc:
-            send_result["error"] = exc
-
-    t = threading.Thread(target=sender, daemon=True)
-    t.start()
-    t.join(0.5)
-    assert t.is_alive(), "the send should be blocked by TCP backpressure"
+    t, send_result = start_blocked_send(c, big, "TCP backpressure")
     closer_done = {}
 
     def closer():
@@ -816,18 +823,7 @@ def test_ping_is_answered_while_a_send_is_blocked_on_a_server_that_stops_reading
     srv = raw_server(script)
     c = clients(srv.url)
     ch = c.channel()
-    result = {}
-
-    def sender():
-        try:
-            result["ok"] = c.send(big)
-        except wsfast.Error as exc:
-            result["error"] = exc
-
-    t = threading.Thread(target=sender, daemon=True)
-    t.start()
-    t.join(0.5)
-    assert t.is_alive(), "the send should be blocked: the server is not reading"
+    t, result = start_blocked_send(c, big, "the server is not reading")
     client_blocked.set()
     received = 0
     while received < 700:
