@@ -57,11 +57,15 @@ def _user_agent() -> str:
 
 USER_AGENT = _user_agent()
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_TOKEN_BYTES = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# Control characters other than HTAB: never valid in a header value or reason phrase.
-_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_CTL_BYTES = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# The HTTP grammar both the request (here and in wsfast.options) and the response use; the
+# only copy of each pattern, str and bytes side by side.
+# RFC 9110 §5.6.2 token: 1*tchar (header names, subprotocols, extension names).
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+TOKEN_BYTES = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Control characters other than HTAB (CR, LF, NUL...): never valid in a header value or
+# reason phrase.
+CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+CTL_BYTES = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _STATUS_LINE = re.compile(rb"(HTTP/[0-9]\.[0-9]) ([0-9]{3})(?: (.*))?", re.DOTALL)
 _OWS = re.compile(r"[ \t]*")
 _QUOTED = re.compile(r'"((?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\x00-\x08\x0a-\x1f\x7f])*)"')
@@ -170,7 +174,7 @@ def extension_offer(compression: int) -> str | None:
 def _check_field(what: str, text: object) -> str:
     if not isinstance(text, str):
         raise InvalidOption(f"{what} must be a str, not {type(text).__name__}")
-    if _CTL.search(text):
+    if CTL.search(text):
         raise InvalidOption(f"{what} contains a control character: {text!r}")
     try:
         text.encode("latin-1")
@@ -207,7 +211,7 @@ def build_request(
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise InvalidOption(f"a header must be a (name, value) pair, not {pair!r}")
         name, value = pair
-        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        if not isinstance(name, str) or not TOKEN.fullmatch(name):
             raise InvalidOption(f"invalid header name: {name!r}")
         lname = name.lower()
         if lname in _OWNED_HEADERS:
@@ -236,7 +240,7 @@ def build_request(
     ]
     if protocols:
         for protocol in protocols:
-            if not isinstance(protocol, str) or not _TOKEN.fullmatch(protocol):
+            if not isinstance(protocol, str) or not TOKEN.fullmatch(protocol):
                 raise InvalidOption(f"invalid subprotocol: {protocol!r}")
         lines.append("Sec-WebSocket-Protocol: " + ", ".join(protocols))
     if extensions:
@@ -353,7 +357,7 @@ class ResponseParser:
         if not 100 <= status <= 599:
             raise _malformed(f"invalid status code {status}", self._url)
         reason = reason or b""
-        if _CTL_BYTES.search(reason):
+        if CTL_BYTES.search(reason):
             raise _malformed(f"invalid reason phrase {reason[:80]!r}", self._url)
         return status, reason.decode("latin-1")
 
@@ -363,10 +367,10 @@ class ResponseParser:
         name, colon, value = line.partition(b":")
         if not colon:
             raise _malformed(f"header line without a colon {line[:80]!r}", self._url)
-        if not _TOKEN_BYTES.fullmatch(name):
+        if not TOKEN_BYTES.fullmatch(name):
             raise _malformed(f"invalid header name {name[:80]!r}", self._url)
         value = value.strip(b" \t")
-        if _CTL_BYTES.search(value):
+        if CTL_BYTES.search(value):
             raise _malformed(f"invalid header value {line[:80]!r}", self._url)
         return name.decode("ascii"), value.decode("latin-1")
 
@@ -383,7 +387,7 @@ def _parse_extensions(value: str) -> list[tuple[str, list[tuple[str, str | None]
     pos = _OWS.match(value, 0).end()
 
     def token(pos: int, what: str) -> tuple[str, int]:
-        match = _TOKEN.match(value, pos)
+        match = TOKEN.match(value, pos)
         if match is None:
             raise ValueError(f"expected {what} at position {pos}")
         return match.group(), _OWS.match(value, match.end()).end()
@@ -402,7 +406,7 @@ def _parse_extensions(value: str) -> list[tuple[str, list[tuple[str, str | None]
                 quoted = _QUOTED.match(value, pos)
                 if quoted is not None:
                     pvalue = _QUOTED_PAIR.sub(r"\1", quoted.group(1))
-                    if not _TOKEN.fullmatch(pvalue):
+                    if not TOKEN.fullmatch(pvalue):
                         raise ValueError(f"quoted value of {pname} is not a token")
                     pos = _OWS.match(value, quoted.end()).end()
                 else:

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping, Optional, Tuple
 
 from .constants import COMPRESSION
 from .errors import InvalidOption
+from .handshake import CTL, TOKEN
 
 __all__ = ["Options", "OPTION_NAMES", "parse_duration", "parse_options"]
 
@@ -40,11 +41,6 @@ _RESERVED_HEADERS = frozenset({
     "host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
     "sec-websocket-extensions", "sec-websocket-protocol",
 })
-
-# RFC 7230 token: 1*tchar.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# RFC 7230 field-value: no control characters other than HTAB (so no CR, LF, NUL).
-_BAD_VALUE_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 _UNIT_NS = {
     "ns": 1, "us": 1_000, "\u00b5s": 1_000, "\u03bcs": 1_000, "ms": 1_000_000,
@@ -168,14 +164,14 @@ def _parse_headers(value: Any) -> Tuple[Tuple[str, str], ...]:
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise _invalid(name, f"expected a (name, value) pair, got {item!r}")
         key, val = item
-        if not isinstance(key, str) or not _TOKEN.fullmatch(key):
+        if not isinstance(key, str) or not TOKEN.fullmatch(key):
             raise _invalid(name, f"header name {key!r} is not an HTTP token")
         if key.lower() in _RESERVED_HEADERS:
             raise _invalid(name, f"header {key!r} is set by the client itself")
         if not isinstance(val, str):
             raise _invalid(name, f"value of header {key!r} must be a str, "
                                  f"got {type(val).__name__}")
-        if _BAD_VALUE_CHAR.search(val):
+        if CTL.search(val):
             raise _invalid(name, f"value of header {key!r} contains a control character "
                                  "(CR, LF, NUL...)")
         out.append((key, val))
@@ -188,7 +184,7 @@ def _parse_protocols(value: Any) -> Tuple[str, ...]:
         raise _invalid(name, f"expected a list of str, got {type(value).__name__}")
     seen = set()
     for p in value:
-        if not isinstance(p, str) or not _TOKEN.fullmatch(p):
+        if not isinstance(p, str) or not TOKEN.fullmatch(p):
             raise _invalid(name, f"subprotocol {p!r} is not a non-empty HTTP token")
         if p in seen:
             raise _invalid(name, f"subprotocol {p!r} is listed twice")
