@@ -11,12 +11,22 @@
   closes the connection when the script returns. Helpers build server frames and read
   (unmask) client frames.
 * ``wait_no_readers()``: waits for every ``wsfast-reader`` thread to exit.
+
+Hypothesis profiles, chosen by ``WSFAST_HYPOTHESIS_PROFILE`` (default ``ci``; pytest's
+``--hypothesis-profile`` overrides it):
+
+* ``ci`` (``make test``): derandomized, no example database: every run draws the same
+  examples, so a failure reproduces on the next run; hypothesis' default 100 examples.
+* ``deep`` (``make test-deep``): random seeds, failures kept in ``.hypothesis/`` and replayed
+  first, 20 times the examples, no deadline. The codec tests scale their per-test example
+  counts by the profile's ``max_examples`` (see ``hsettings`` in test_codec.py).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import socket
 import struct
 import threading
@@ -24,6 +34,21 @@ import time
 from typing import Callable, Optional
 
 import pytest
+
+# ---------------------------------------------------------------------- hypothesis profiles
+
+try:
+    from hypothesis import settings as _hypothesis_settings
+    from hypothesis.database import DirectoryBasedExampleDatabase
+except ImportError:   # the suites that do not need hypothesis still run without it
+    pass
+else:
+    _hypothesis_settings.register_profile("ci", derandomize=True, database=None, max_examples=100)
+    _hypothesis_settings.register_profile(
+        "deep", derandomize=False, database=DirectoryBasedExampleDatabase(".hypothesis/examples"),
+        max_examples=20 * 100, deadline=None, print_blob=True)
+    _hypothesis_settings.load_profile(os.environ.get("WSFAST_HYPOTHESIS_PROFILE") or "ci")
+
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

@@ -30,7 +30,12 @@ try:
 except ImportError:  # the extension is not built: only the pure-Python path runs
     _codec_c = None
 
-pytestmark = pytest.mark.timeout(120)
+# The hypothesis profile in force (tests/conftest.py: "ci" has hypothesis' default of 100
+# examples, "deep" 20 times more) scales every test's example count, and so its time limit;
+# WSFAST_CODEC_EXAMPLES_SCALE multiplies on top.
+_SCALE = settings.default.max_examples / 100 * float(os.environ.get("WSFAST_CODEC_EXAMPLES_SCALE", "1"))
+
+pytestmark = pytest.mark.timeout(int(120 * max(1.0, _SCALE)))
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -77,16 +82,13 @@ def c_zlib(codec) -> bool:
     return codec is _codec_c and _codec_c._use_c_zlib()
 
 
-# Deterministic hypothesis runs (CI stability); WSFAST_CODEC_EXAMPLES_SCALE scales the search.
-_SCALE = float(os.environ.get("WSFAST_CODEC_EXAMPLES_SCALE", "1"))
-
-
 def hsettings(examples: int):
+    """Settings for a hypothesis test worth ``examples`` examples under the "ci" profile
+    (tests/conftest.py). Seeds and the example database come from the profile in force;
+    the count is scaled by it (and by WSFAST_CODEC_EXAMPLES_SCALE)."""
     return settings(
         max_examples=max(1, int(examples * _SCALE)),
         deadline=None,
-        derandomize=True,
-        database=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                HealthCheck.data_too_large],
     )
