@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import wsfast
 from wsfast.constants import COMPRESSION
 from wsfast.errors import HandshakeError, InvalidOption
 from wsfast.handshake import (
@@ -147,13 +148,25 @@ def test_build_request_user_supplied_user_agent_wins_case_insensitively():
     assert request.endswith(b"\r\nuser-agent: mine/2\r\n\r\n")
 
 
-def test_build_request_user_host_replaces_default_host_in_first_place():
-    request = build_request(host_header="10.0.0.1:8080", resource="/", key=KEY,
-                            headers=[("X-A", "1"), ("HOST", "virtual.example")], user_agent=None)
-    lines = request.split(b"\r\n")
-    assert lines[1] == b"HOST: virtual.example"
-    assert b"10.0.0.1" not in request
-    assert lines[-3] == b"X-A: 1"
+@pytest.mark.parametrize("name", ["Host", "host", "HOST"])
+def test_build_request_refuses_a_user_host_header(name):
+    # The security policy checked the URL's host; another Host would route elsewhere.
+    with pytest.raises(InvalidOption, match="security policy"):
+        build_request(host_header="10.0.0.1:8080", resource="/", key=KEY,
+                      headers=[("X-A", "1"), (name, "virtual.example")])
+
+
+def test_connect_refuses_a_user_host_header_before_any_connection():
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        for headers in ({"Host": "other.example"}, [("X-A", "1"), ("host", f"127.0.0.1:{port}")]):
+            with pytest.raises(InvalidOption, match="security policy"):
+                wsfast.connect(f"ws://127.0.0.1:{port}/", headers=headers, dial_timeout="2s")
+            with pytest.raises(InvalidOption, match="security policy"):
+                wsfast.connect(f"ws://127.0.0.1:{port}/", {"headers": headers, "dial_timeout": "2s"})
+        with pytest.raises(BlockingIOError):  # nothing ever connected
+            listener.accept()
 
 
 def test_build_request_encodes_latin1_values():
@@ -172,8 +185,10 @@ def test_build_request_encodes_latin1_values():
     {"headers": [("X-A:", "1")]},
     {"headers": [("X-A", 1)]},
     {"headers": [("X-A",)]},
-    {"headers": [("Host", "a"), ("host", "b")]},
+    {"headers": [("Host", "a")]},                   # the URL's host is the one checked
     {"headers": [("Sec-WebSocket-Key", "x")]},      # owned by the handshake
+    {"headers": [("Sec-WebSocket-Accept", "x")]},   # every Sec-WebSocket-* name
+    {"headers": [("sec-websocket-anything", "x")]},
     {"headers": [("sec-websocket-protocol", "chat")]},
     {"headers": [("Sec-WebSocket-Extensions", "permessage-deflate")]},
     {"headers": [("Upgrade", "websocket")]},

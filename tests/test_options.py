@@ -10,6 +10,7 @@ import pytest
 
 from wsfast.constants import COMPRESSION
 from wsfast.errors import InvalidOption
+from wsfast.handshake import build_request
 from wsfast.options import OPTION_NAMES, Options, parse_duration, parse_options
 
 MiB = 1024 * 1024
@@ -239,12 +240,46 @@ def test_header_names_must_be_tokens(name):
 
 
 @pytest.mark.parametrize("name", [
-    "Host", "upgrade", "CONNECTION", "Sec-WebSocket-Key", "sec-websocket-version",
-    "Sec-WebSocket-Extensions", "Sec-WebSocket-Protocol",
+    "upgrade", "CONNECTION", "Sec-WebSocket-Key", "sec-websocket-version",
+    "Sec-WebSocket-Extensions", "Sec-WebSocket-Protocol", "Sec-WebSocket-Accept",
+    "sec-websocket-future",
 ])
-def test_reserved_headers_rejected(name):
-    with pytest.raises(InvalidOption, match="set by the client"):
+def test_handshake_headers_rejected(name):
+    with pytest.raises(InvalidOption, match="headers.*set by the WebSocket handshake"):
         parse_options(None, {"headers": {name: "x"}})
+
+
+@pytest.mark.parametrize("name", ["Host", "host", "HOST"])
+def test_host_header_rejected_because_the_policy_checks_the_url_host(name):
+    with pytest.raises(InvalidOption, match="headers.*security policy") as info:
+        parse_options(None, {"headers": [("X-A", "1"), (name, "api.example.com")]})
+    assert info.value.details["option"] == "headers"
+
+
+def test_header_value_must_be_latin1():
+    assert parse_options(None, {"headers": {"X-Name": "caf\u00e9"}}).headers == (
+        ("X-Name", "caf\u00e9"),)
+    with pytest.raises(InvalidOption, match="headers.*Latin-1"):
+        parse_options(None, {"headers": {"X-Name": "snow \u2603"}})
+
+
+@pytest.mark.parametrize("pair", [
+    ("X-A", "1"), ("User-Agent", "me/1"), ("Origin", "https://h"), ("X-Name", "caf\u00e9"),
+    ("X-Name", "snow \u2603"), ("X-A", "a\r\nb"), ("X-A", "tab\tok"), ("X A", "1"),
+    ("Host", "h"), ("Upgrade", "websocket"), ("Sec-WebSocket-Accept", "x"), ("X-A", 1),
+])
+def test_options_and_build_request_apply_the_same_header_rule(pair):
+    def accepted(check):
+        try:
+            check()
+        except InvalidOption:
+            return False
+        return True
+
+    by_options = accepted(lambda: parse_options(None, {"headers": [pair]}))
+    by_request = accepted(lambda: build_request(host_header="h", resource="/", key="k",
+                                                headers=[pair]))
+    assert by_options == by_request
 
 
 @pytest.mark.parametrize("bad", [

@@ -9,9 +9,12 @@ Decisions:
 - Request header values are encoded as Latin-1, strictly (HTTP's historical charset, what
   browsers send); a name, value, host or resource that cannot be encoded, or that holds a
   control character (CR, LF, NUL...), raises :class:`~wsfast.errors.InvalidOption`.
-- A user ``Host`` header replaces the default one (same position, first). User headers the
-  handshake owns (Upgrade, Connection, Sec-WebSocket-Key/-Version/-Protocol/-Extensions) raise
-  ``InvalidOption``: use the ``protocols`` and ``compression`` options.
+- User headers follow one rule, :func:`user_header_problem`, which ``wsfast.options`` applies
+  too (so a bad header fails before any connection). Refused with ``InvalidOption``: ``Host``
+  (the request carries the URL's host, the one the security policy checked: another Host
+  would have the server route the request to a host no policy checked) and the headers the
+  handshake owns (Upgrade, Connection, every Sec-WebSocket-*: use the ``protocols`` and
+  ``compression`` options).
 - Response bytes are decoded as Latin-1 (lossless). A bare LF ends a line like CRLF does
   (RFC 9112 §2.2 allows it); a bare CR, an obs-fold continuation line, a control character
   in a value, a line without a colon or a name that is not a token is a malformed response.
@@ -43,6 +46,7 @@ __all__ = [
     "check_response",
     "extension_offer",
     "new_key",
+    "user_header_problem",
 ]
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -72,10 +76,9 @@ _QUOTED = re.compile(r'"((?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\x00-\x08\x0a-\x1f\
 _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 _WINDOW_BITS = re.compile(r"[1-9][0-9]?")
 
-_OWNED_HEADERS = frozenset((
-    "upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
-    "sec-websocket-protocol", "sec-websocket-extensions",
-))
+# Request headers the handshake writes itself (with every name starting "sec-websocket-").
+_OWNED_HEADERS = frozenset(("upgrade", "connection"))
+_OWNED_PREFIX = "sec-websocket-"
 
 _OFFERS = {
     COMPRESSION.DISABLED: None,
@@ -171,16 +174,46 @@ def extension_offer(compression: int) -> str | None:
     return _OFFERS[_mode(compression)]
 
 
-def _check_field(what: str, text: object) -> str:
+def _field_problem(what: str, text: object) -> str | None:
+    # The value itself is never shown: it may be a credential (Authorization, Cookie).
     if not isinstance(text, str):
-        raise InvalidOption(f"{what} must be a str, not {type(text).__name__}")
+        return f"{what} must be a str, not {type(text).__name__}"
     if CTL.search(text):
-        raise InvalidOption(f"{what} contains a control character: {text!r}")
+        return f"{what} contains a control character (CR, LF, NUL...)"
     try:
         text.encode("latin-1")
     except UnicodeEncodeError:
-        raise InvalidOption(f"{what} is not Latin-1 encodable: {text!r}") from None
+        return f"{what} is not Latin-1 encodable"
+    return None
+
+
+def _check_field(what: str, text: object) -> str:
+    problem = _field_problem(what, text)
+    if problem is not None:
+        raise InvalidOption(problem)
+    assert isinstance(text, str)  # _field_problem checked it
     return text
+
+
+def user_header_problem(name: object, value: object) -> str | None:
+    """Why ``(name, value)`` cannot be a user header of the upgrade request, or None if it can.
+
+    The one rule for user headers (``build_request`` and ``wsfast.options`` both apply it):
+    the name must be an HTTP token other than ``Host`` and the names the handshake owns
+    (Upgrade, Connection, Sec-WebSocket-*), case-insensitively; the value a Latin-1 str
+    without control characters.
+    """
+    if not isinstance(name, str) or not TOKEN.fullmatch(name):
+        return f"header name {name!r} is not an HTTP token"
+    lname = name.lower()
+    if lname == "host":
+        return (f"header {name!r} cannot be set: the request carries the URL's host, the one "
+                "the security policy checked, and another Host would have the server route it "
+                "to a host no policy checked; put the host in the URL")
+    if lname in _OWNED_HEADERS or lname.startswith(_OWNED_PREFIX):
+        return (f"header {name!r} is set by the WebSocket handshake; "
+                "use the protocols and compression options")
+    return _field_problem(f"value of header {name!r}", value)
 
 
 def build_request(
@@ -199,40 +232,26 @@ def build_request(
     Sec-WebSocket-Protocol (comma-joined, when ``protocols``), Sec-WebSocket-Extensions (when
     ``extensions``), User-Agent (unless ``user_agent`` is None or ``headers`` has one), then
     ``headers`` in order. Raises InvalidOption for a value that is not Latin-1 encodable or
-    holds a control character, a header name that is not a token, a resource not starting
-    with "/", a subprotocol that is not a token, or a header the handshake owns.
+    holds a control character, a resource not starting with "/", a subprotocol that is not a
+    token, or a header :func:`user_header_problem` refuses (Host among them).
     """
     if not isinstance(resource, str) or not re.fullmatch(r"/[\x21-\x7e]*", resource):
         raise InvalidOption(f"invalid request resource: {resource!r}")
     user: list[tuple[str, str]] = []
-    user_host: tuple[str, str] | None = None
     has_user_agent = False
     for pair in headers:
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise InvalidOption(f"a header must be a (name, value) pair, not {pair!r}")
         name, value = pair
-        if not isinstance(name, str) or not TOKEN.fullmatch(name):
-            raise InvalidOption(f"invalid header name: {name!r}")
-        lname = name.lower()
-        if lname in _OWNED_HEADERS:
-            raise InvalidOption(
-                f"header {name!r} is set by the WebSocket handshake; "
-                "use the protocols and compression options")
-        field = (name, _check_field(f"header {name!r}", value))
-        if lname == "host":
-            if user_host is not None:
-                raise InvalidOption("more than one Host header")
-            user_host = field  # replaces the default Host, keeps its place
-        else:
-            has_user_agent = has_user_agent or lname == "user-agent"
-            user.append(field)
+        problem = user_header_problem(name, value)
+        if problem is not None:
+            raise InvalidOption(problem)
+        has_user_agent = has_user_agent or name.lower() == "user-agent"
+        user.append((name, value))
 
-    lines = [f"GET {resource} HTTP/1.1"]
-    if user_host is not None:
-        lines.append("{}: {}".format(*user_host))
-    else:
-        lines.append(f"Host: {_check_field('host', host_header)}")
-    lines += [
+    lines = [
+        f"GET {resource} HTTP/1.1",
+        f"Host: {_check_field('host', host_header)}",
         "Upgrade: websocket",
         "Connection: Upgrade",
         f"Sec-WebSocket-Key: {_check_field('key', key)}",

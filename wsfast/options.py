@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping, Optional, Tuple
 
 from .constants import COMPRESSION
 from .errors import InvalidOption
-from .handshake import CTL, TOKEN
+from .handshake import TOKEN, user_header_problem
 
 __all__ = ["Options", "OPTION_NAMES", "parse_duration", "parse_options"]
 
@@ -35,12 +35,6 @@ DEFAULT_CHANNEL_CAPACITY = 256
 MAX_CHANNEL_CAPACITY = 10000
 DEFAULT_THRESHOLD_CONTEXT_TAKEOVER = 128
 DEFAULT_THRESHOLD_NO_CONTEXT = 512
-
-# Headers the handshake writes itself; letting a caller set them would break the upgrade.
-_RESERVED_HEADERS = frozenset({
-    "host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
-    "sec-websocket-extensions", "sec-websocket-protocol",
-})
 
 _UNIT_NS = {
     "ns": 1, "us": 1_000, "\u00b5s": 1_000, "\u03bcs": 1_000, "ms": 1_000_000,
@@ -164,16 +158,9 @@ def _parse_headers(value: Any) -> Tuple[Tuple[str, str], ...]:
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise _invalid(name, f"expected a (name, value) pair, got {item!r}")
         key, val = item
-        if not isinstance(key, str) or not TOKEN.fullmatch(key):
-            raise _invalid(name, f"header name {key!r} is not an HTTP token")
-        if key.lower() in _RESERVED_HEADERS:
-            raise _invalid(name, f"header {key!r} is set by the client itself")
-        if not isinstance(val, str):
-            raise _invalid(name, f"value of header {key!r} must be a str, "
-                                 f"got {type(val).__name__}")
-        if CTL.search(val):
-            raise _invalid(name, f"value of header {key!r} contains a control character "
-                                 "(CR, LF, NUL...)")
+        problem = user_header_problem(key, val)  # the handshake's rule: one rule, one place
+        if problem is not None:
+            raise _invalid(name, problem)
         out.append((key, val))
     return tuple(out)
 
