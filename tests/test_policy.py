@@ -119,6 +119,66 @@ def test_parse_url_normalises_the_path_and_query(url, resource):
     assert parse_url(t.url) == t
 
 
+# Host names go through IDNA 2008 with UTS 46 mapping, non-transitional (the idna package;
+# what browsers do). Where IDNA 2003 (Python's "idna" codec) differs, the IDNA 2003 result
+# is in the comment.
+@pytest.mark.parametrize("host, expected", [
+    ("fa\u00df.de", "xn--fa-hia.de"),                    # 2003: fass.de (another domain)
+    ("FA\u00df.DE", "xn--fa-hia.de"),
+    ("stra\u00dfe.de", "xn--strae-oqa.de"),              # 2003: strasse.de
+    ("\u03b2\u03cc\u03bb\u03bf\u03c2.com", "xn--nxasmm1c.com"),  # final sigma kept; 2003: xn--nxasmq6b
+    ("xn--fa-hia.de", "xn--fa-hia.de"),                   # 2003: rejected (ß is not IDNA 2003 output)
+    ("XN--FA-HIA.de", "xn--fa-hia.de"),
+    ("B\u00dcCHER.de", "xn--bcher-kva.de"),               # uppercase is mapped to lowercase
+    ("bu\u0308cher.de", "xn--bcher-kva.de"),              # NFC: u + combining diaeresis
+    ("api\uff0eexample\uff0ecom", "api.example.com"),     # full-width full stop
+    ("api\uff61example\uff61com", "api.example.com"),     # halfwidth ideographic full stop
+    ("api\u3002example\u3002com", "api.example.com"),     # ideographic full stop
+    ("\uff37\uff37\uff37.\uff25\uff38\uff21\uff2d\uff30\uff2c\uff25.com", "www.example.com"),
+    ("\uff38\uff2e\uff0d\uff0dbcher-kva.de", "xn--bcher-kva.de"),  # full-width A-label
+    ("\u01c5.com", "xn--d-toa.com"),                      # titlecase dz digraph
+    ("\u00df.\u00df", "xn--zca.xn--zca"),                 # 2003: ss.ss
+    ("\uff11\uff12\uff17.\uff10.\uff10.\uff11", "127.0.0.1"),  # full-width digits: an IPv4
+    # ASCII labels keep the ASCII rules next to Unicode ones ('_', '--' in 3rd/4th place).
+    ("b\u00fccher.my_svc.example", "xn--bcher-kva.my_svc.example"),
+    ("r1---sn-x.b\u00fccher.de", "r1---sn-x.xn--bcher-kva.de"),
+])
+def test_parse_url_host_is_idna_2008_uts46(host, expected):
+    t = parse_url(f"wss://{host}:8443/x")
+    assert t.host == expected
+    assert t.url == f"wss://{expected}:8443/x"
+    assert t.host_header == f"{expected}:8443"
+    assert t.server_hostname == (None if expected == "127.0.0.1" else expected)  # SNI: A-labels
+    assert parse_url(t.url) == t
+
+
+@pytest.mark.parametrize("host", [
+    "\u2603.net", "xn--n3h.net",        # symbols are not IDNA 2008 (2003 allowed them)
+    "\U0001f4a9.la", "xn--ls8h.la",      # nor are emoji
+    "\u0301a.com",                       # a label may not begin with a combining mark
+    "b\u00fc_cher.de",                   # '_' is fine in an ASCII label, not in a U-label
+    "ab--\u00fc.de",                     # '--' in 3rd/4th place of a U-label
+    "xn--b\u00fccher.de",                # the ACE prefix on a Unicode label
+    "a\u05d0.com",                       # bidi: right-to-left letter in a left-to-right label
+    "xn--fa-hia9.de", "xn--99999999.de",  # malformed A-labels
+    "\u2488.com",                        # DIGIT ONE FULL STOP: disallowed
+    "\u00fc" * 60 + ".de",               # A-label longer than 63 characters
+])
+def test_parse_url_rejects_hosts_that_are_not_idna_2008(host):
+    with pytest.raises(InvalidOption, match="IDNA") as info:
+        parse_url(f"wss://{host}/")
+    assert info.value.kind == INVALID and info.value.retryable is False
+
+
+def test_policy_sees_the_idna_2008_host_not_the_idna_2003_one():
+    set_policy(Policy(allow(CONNECT), allow(URL, "wss://fass.de/*")))
+    assert denied("wss://fa\u00df.de/x").details["url"] == "wss://xn--fa-hia.de/x"
+    set_policy(Policy(allow(CONNECT), allow(URL, "wss://fa\u00df.de/*")))
+    assert check_connect("wss://FA\u00df.de/x").host == "xn--fa-hia.de"
+    assert check_connect("wss://xn--fa-hia.de/x").server_hostname == "xn--fa-hia.de"
+    denied("wss://fass.de/x")
+
+
 @pytest.mark.parametrize("url", [
     None, b"ws://h/", 42,
     "", "h/", "//h/", "http://h/", "https://h/", "ftp://h/", "wss:/h/", "wss:h", "ws//h/",

@@ -21,6 +21,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple, Union
 
+import idna
+
 from .errors import InvalidOption, PermissionDenied
 
 __all__ = [
@@ -53,8 +55,8 @@ _PATH_FORBIDDEN_ESCAPES = ("%2F", "%5C", "%00")
 class Target:
     """The one parse of a WebSocket URL, used both for policy checks and for dialling.
 
-    ``host`` is normalised (lowercase ASCII, IDNA-encoded, no trailing dot, IPv6 without
-    brackets); ``port`` is the effective port; ``resource`` is the HTTP request-target
+    ``host`` is normalised (lowercase ASCII, IDNA 2008 A-labels, no trailing dot, IPv6
+    without brackets); ``port`` is the effective port; ``resource`` is the HTTP request-target
     (path and query); ``url`` is the normalised URL matched by the policy;
     ``host_header`` is the ``Host`` header value; ``server_hostname`` is the TLS SNI name
     (None for IP literals: verify those against ``host``).
@@ -223,13 +225,28 @@ def _normalise_reg_name(url: str, raw: str) -> str:
         host = raw.lower()
     else:
         try:
-            host = raw.encode("idna").decode("ascii").lower()
-        except ValueError as exc:  # UnicodeError is a ValueError
-            raise _bad_url(url, f"host is not valid IDNA ({exc})") from None
+            host = _to_ascii(raw)
+        except idna.IDNAError as exc:
+            raise _bad_url(url, f"host is not valid IDNA 2008 ({exc})") from None
     if host.endswith("."):
         host = host[:-1]
     _validate_ascii_host(url, host)
     return host
+
+
+def _to_ascii(host: str) -> str:
+    """The ASCII form of a non-ASCII host: UTS 46 mapping, then IDNA 2008 per label.
+
+    Non-transitional processing (the idna package's default, and what browsers do), so
+    ``faß.de`` is ``xn--fa-hia.de``, not IDNA 2003's ``fass.de``: another domain. The
+    mapping lowercases, applies NFC and turns ``。．｡`` into dots. Labels that are ASCII
+    after it are left to :func:`_validate_ascii_host`, like in an all-ASCII host, rather
+    than to ``idna.encode``, whose IDNA 2008 label rules would refuse ``my_svc`` or
+    ``r1---sn-x`` next to a Unicode label. Raises ``idna.IDNAError``.
+    """
+    mapped = idna.uts46_remap(host, std3_rules=False)
+    return ".".join(label if label.isascii() else idna.alabel(label).decode("ascii")
+                    for label in mapped.split("."))
 
 
 def _validate_ascii_host(url: str, host: str) -> None:
@@ -247,9 +264,9 @@ def _validate_ascii_host(url: str, host: str) -> None:
             raise _bad_url(url, f"bad host label {label!r}")
         if label.startswith("xn--"):
             try:
-                label.encode("ascii").decode("idna")
-            except ValueError:
-                raise _bad_url(url, f"bad IDNA label {label!r}") from None
+                idna.ulabel(label)  # decodes, and the result must be a valid IDNA 2008 label
+            except idna.IDNAError as exc:
+                raise _bad_url(url, f"bad IDNA 2008 label {label!r} ({exc})") from None
     last = labels[-1]
     ends_in_number = last.isdigit() or (
         last.startswith("0x") and set(last[2:]) <= _HEX)
