@@ -1,7 +1,9 @@
 """The command line: ``python -m wsfast demo`` and the interactive client ``python -m wsfast URL``.
 
 Every test runs the real command in a subprocess (same interpreter, same environment,
-so ``WSFAST_PURE_PYTHON=1`` covers the pure codec too) against servers on 127.0.0.1.
+so ``WSFAST_PURE_PYTHON=1`` covers the pure codec too) against servers on 127.0.0.1. The
+demo's price server runs in a process of its own, here as in the command line
+(``wsfast.demo.ServerProcess``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pytest
 from websockets.sync.server import serve
 
 import wsfast
-from wsfast.demo import PriceServer
+from wsfast.demo import ServerProcess, ServerProcessError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -132,6 +134,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _running(pid: int) -> bool:
+    """Is ``pid`` a live process? (A zombie waiting for its reaper counts as ended.)"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return True   # no /proc: trust kill(0)
+
+
+def wait_ended(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while _running(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 # ---------------------------------------------------------------------- demo
 
 def _summary_numbers(stdout: str):
@@ -144,9 +170,17 @@ def _summary_numbers(stdout: str):
             float(lat.group(1)), float(lat.group(2)))
 
 
+def _server_pid(line: str) -> int:
+    m = re.search(r"^demo server: pid (\d+), ws://127\.0\.0\.1:\d+/prices \(a separate process\)$", line)
+    assert m, line
+    return int(m.group(1))
+
+
 def test_demo_runs_and_summarises():
     proc = run("demo", "--duration", "1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    server_pid = _server_pid(proc.stdout.splitlines()[0])
+    assert not _running(server_pid)   # stopped and reaped before the command ended
     messages, seconds, ratio, p50, p99 = _summary_numbers(proc.stdout)
     assert messages > 0
     assert 0.5 < seconds < 5
@@ -174,10 +208,65 @@ def test_demo_no_context_and_unlimited_rate():
 
 
 def test_demo_against_external_url():
-    with PriceServer(rate=5000) as server:
+    with ServerProcess(rate=5000) as server:
         proc = run("demo", "--duration", "1", "--url", server.url)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "demo server:" not in proc.stdout          # --url: no server of its own
     assert _summary_numbers(proc.stdout)[0] > 0
+    assert "session 1: closed 1000" in server.events
+
+
+def test_import_does_not_load_the_demo():
+    """The demo (client side and server) is loaded only by 'python -m wsfast demo'."""
+    code = ("import sys, wsfast, wsfast.__main__; "
+            "print(sorted(m for m in sys.modules if m.startswith('wsfast.') and 'demo' in m))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+                          env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_demo_sigint_closes_and_stops_the_server():
+    cli = Cli("demo", "--duration", "30", "--rate", "20000")
+    server_pid = _server_pid(cli.wait_out("^demo server: "))
+    assert server_pid != cli.proc.pid and _running(server_pid)
+    cli.wait_out(r"^t=\s*1\.")
+    cli.proc.send_signal(signal.SIGINT)
+    assert cli.finish() == 130, cli.out_lines + cli.err_lines
+    assert "interrupted: closing" in cli.out_lines
+    assert any("closed with 1000" in line for line in cli.out_lines), cli.out_lines
+    assert wait_ended(server_pid)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_demo_server_killed_is_a_clear_error():
+    cli = Cli("demo", "--duration", "30", "--rate", "20000")
+    server_pid = _server_pid(cli.wait_out("^demo server: "))
+    cli.wait_out(r"^t=\s*1\.")
+    os.kill(server_pid, signal.SIGKILL)
+    assert cli.finish() == 1, cli.out_lines + cli.err_lines
+    assert f"error: the demo server process (pid {server_pid}) ended during the run: killed by SIGKILL" \
+        in cli.err_lines, cli.err_lines
+    assert any(line.startswith("summary: ") for line in cli.out_lines), cli.out_lines
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_demo_server_does_not_outlive_a_killed_client():
+    """SIGKILL leaves the client no chance to clean up: the server sees EOF on its stdin."""
+    cli = Cli("demo", "--duration", "30", "--rate", "20000")
+    server_pid = _server_pid(cli.wait_out("^demo server: "))
+    cli.wait_out(r"^t=\s*1\.")
+    cli.proc.kill()
+    cli.proc.wait(10)
+    assert wait_ended(server_pid)
+
+
+def test_server_process_that_cannot_start_is_reported():
+    server = ServerProcess(host="256.0.0.1")        # not an address: the server exits at once
+    with pytest.raises(ServerProcessError, match=r"failed to start \(exit status 1\)"):
+        server.start()
+    assert server.poll() == 1
 
 
 def test_demo_bad_flag_is_a_usage_error():
@@ -187,8 +276,9 @@ def test_demo_bad_flag_is_a_usage_error():
 
 
 def test_price_server_closing_handshake_and_pings():
-    """The embedded server answers pings, echoes the close and then closes TCP itself."""
-    with PriceServer(rate=2000) as server:
+    """The demo server answers pings, echoes the close and then closes TCP itself."""
+    with ServerProcess(rate=2000) as server:
+        assert server.url.startswith("ws://127.0.0.1:") and server.url.endswith("/prices")
         client = wsfast.connect(server.url, compression=wsfast.COMPRESSION.CONTEXT_TAKEOVER)
         client.send('{"action": "subscribe", "symbols": ["AAA-USD"]}')
         msg, ok = client.channel().receive(timeout=5)
@@ -198,9 +288,11 @@ def test_price_server_closing_handshake_and_pings():
         assert client.close_code == 1000 and client.error is None
         assert client.extensions == "permessage-deflate"
         deadline = time.monotonic() + 5
-        while server.sessions[0].close_code is None and time.monotonic() < deadline:
+        while "session 1: closed 1000" not in server.events and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert server.sessions[0].close_code == 1000
+        assert server.events == ["session 1: subscribed", "session 1: closed 1000"]
+        pid = server.pid
+    assert not _running(pid)
 
 
 # ---------------------------------------------------------------------- interactive client

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -22,7 +23,6 @@ from .channels import Channel, after, select
 from .client import Client, connect
 from .codec import COMPILED
 from .constants import BINARY, CLOSE_CODES, TEXT
-from .demo import CtrlC
 from .errors import ConnectionClosed, Error, InvalidOption
 from .options import parse_duration
 
@@ -89,7 +89,7 @@ def _client_parser() -> argparse.ArgumentParser:
         description="Interactive WebSocket client: lines read from stdin are sent, messages "
                     "received are printed. Ctrl-D (EOF) closes normally, Ctrl-C closes with 1000.",
         epilog="Also: 'python -m wsfast demo [--duration S] [--rate N] [--compression M] [--url URL]' "
-               "streams prices from an embedded local server (see 'python -m wsfast demo --help'). "
+               "streams prices from a local server in its own process (see 'python -m wsfast demo --help'). "
                "Durations are Go durations ('10s', '1m30s', '250ms') or milliseconds. "
                "Exit status: 0 normal close, 1 connection error or abnormal end, 2 usage, 130 Ctrl-C.")
     p.add_argument("url", help="ws:// or wss:// URL")
@@ -119,18 +119,50 @@ def _client_parser() -> argparse.ArgumentParser:
 def _demo_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m wsfast demo",
-        description="Stream JSON price ticks from an embedded server on 127.0.0.1 (or --url) and show "
-                    "messages/s, MB/s, latency and the compression ratio: the Lua spec's price-stream "
-                    "example (select over the receive channel and a keep-alive timer) in Python.")
+        description="Stream JSON price ticks from a server started on 127.0.0.1 in a separate "
+                    "process (or from --url) and show messages/s, MB/s, latency and the compression "
+                    "ratio: the Lua spec's price-stream example (select over the receive channel and "
+                    "a keep-alive timer) in Python.")
     p.add_argument("--duration", type=_seconds, default=5.0, metavar="SECONDS",
                    help="how long to stream (default 5)")
     p.add_argument("--rate", type=_rate, default=100_000, metavar="N",
-                   help="messages per second the embedded server sends; 0 = as fast as possible "
+                   help="messages per second the local server sends; 0 = as fast as possible "
                         "(default 100000)")
     p.add_argument("--compression", type=int, choices=(0, 1, 2), default=0,
                    help="permessage-deflate: 0 disabled (default), 1 context takeover, 2 no context")
-    p.add_argument("--url", help="connect to this server instead of the embedded one")
+    p.add_argument("--url", help="connect to this server instead (no local server is started)")
     return p
+
+
+# ---------------------------------------------------------------------- Ctrl-C
+
+class CtrlC:
+    """Turns the first Ctrl-C into a flag (``hit``); a second one raises KeyboardInterrupt.
+
+    Raising KeyboardInterrupt at an arbitrary point of the main thread could land inside
+    a library call (a half-written frame, a lock round); with the flag the main loop
+    notices the interrupt between calls and closes cleanly. Only in the main thread.
+    """
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._previous: Any = None
+        self._installed = False
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __enter__(self) -> CtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 # ---------------------------------------------------------------------- output
@@ -312,10 +344,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args: List[str] = list(sys.argv[1:] if argv is None else argv)
     try:
         if args and args[0] == "demo":
-            from .demo import run
-
             ns = _demo_parser().parse_args(args[1:])
-            return run(url=ns.url, duration=ns.duration, rate=ns.rate, compression=ns.compression)
+            from .demo import run  # only here: the demo (and its server process) is not the client
+
+            with CtrlC() as ctrl_c:
+                return run(url=ns.url, duration=ns.duration, rate=ns.rate, compression=ns.compression,
+                           ctrl_c=ctrl_c)
         return _interactive(_client_parser().parse_args(args))
     except KeyboardInterrupt:
         return 130

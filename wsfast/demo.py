@@ -1,427 +1,176 @@
-"""``python -m wsfast demo``: an embedded price-stream server and the Lua spec's price loop.
-
-The server (:class:`PriceServer`) needs nothing but the standard library: raw
-sockets, the HTTP upgrade, unmasked server frames written by hand, optional
-permessage-deflate (``zlib`` raw deflate, ``Z_SYNC_FLUSH`` with the ``00 00 ff ff``
-tail stripped). It streams JSON price ticks of about 100 bytes whose ``ts`` field is
-the send time in milliseconds (microsecond precision), so the client can measure
-latency. Ticks are encoded in batches and written with one ``sendall`` per batch.
+"""``python -m wsfast demo``: the Lua spec's price loop against a price server in its own process.
 
 :func:`run` is the client side: the Lua spec's "price stream with keep-alive"
 example translated to Python (``connect``, subscribe, ``select`` over the receive
-channel and an ``after`` timer that pings and re-arms), plus a live status line.
+channel and an ``after`` timer that pings and re-arms), plus a live status line. It
+uses the public ``wsfast`` API only.
+
+Without ``--url`` the server is ``wsfast/_demo_server.py`` (standard library only),
+started by :class:`ServerProcess` as a separate program, ``python -I
+.../_demo_server.py --port 0 --exit-on-eof``: it prints its URL, and it stops when
+its stdin reaches EOF, so it ends with the demo however the demo ends (a normal end,
+Ctrl-C, an error, even SIGKILL). Neither this module nor the server is imported by
+``import wsfast`` or by the interactive client: ``python -m wsfast demo`` loads this
+one when it is asked for, and nothing imports the server's module at all.
+
+Latency is measured against the tick's ``ts`` field, the server's ``time.time()`` at
+send: the wall clock, the same in every process of the machine (``time.monotonic()``
+would be too on Linux, but not for ``--url`` servers elsewhere).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import random
+import os
+import queue
 import signal
-import socket
-import struct
+import subprocess
 import sys
 import threading
 import time
-import zlib
 from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
-from . import __version__
-from .channels import after, select
-from .client import connect
-from .codec import COMPILED
-from .constants import COMPRESSION
-from .errors import ConnectionClosed, Error
-from .handshake import accept_value
+from . import COMPILED, COMPRESSION, ConnectionClosed, Error, __version__, after, connect, select
 
-__all__ = ["PriceServer", "run"]
+__all__ = ["ServerProcess", "ServerProcessError", "run"]
 
 DEFAULT_SYMBOLS = ("BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD", "ADA-USD", "DOGE-USD")
-_START_PRICES = {"BTC-USD": 64000.0, "ETH-USD": 3400.0, "SOL-USD": 150.0, "XRP-USD": 0.52,
-                 "ADA-USD": 0.45, "DOGE-USD": 0.16}
-_TICK = b'{"type":"ticker","symbol":"%s","price":%.2f,"size":%.4f,"ts":%.3f,"seq":%d}'
-
-_OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-_TAIL = b"\x00\x00\xff\xff"
-_MAX_REQUEST = 16384
-_MAX_CLIENT_FRAME = 1 << 20
-_BATCH_BYTES = 256 * 1024     # at most this much per sendall, so pongs are not held up long
-_PACE = 0.002                 # rate-limited mode: one batch every 2 ms at most
+_SERVER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_demo_server.py")
+_STARTUP_TIMEOUT = 10.0   # seconds for the server to print its URL
+_STOP_TIMEOUT = 2.0       # seconds per step of stopping it: EOF, then SIGTERM, then SIGKILL
 
 
-def _header(first: int, n: int) -> bytes:
-    """An unmasked frame header: ``first`` is FIN|RSV1|opcode, ``n`` the payload length."""
-    if n < 126:
-        return bytes((first, n))
-    if n < 65536:
-        return struct.pack("!BBH", first, 126, n)
-    return struct.pack("!BBQ", first, 127, n)
+# ---------------------------------------------------------------------- the server process
+
+class ServerProcessError(Exception):
+    """The demo server process did not start, or ended while the demo was using it."""
 
 
-def _frame(opcode: int, payload: bytes = b"") -> bytes:
-    return _header(0x80 | opcode, len(payload)) + payload
-
-
-def _unmask(payload: bytes, mask: bytes) -> bytes:
-    n = len(payload)
-    if not n:
-        return b""
-    key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
-    return (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big")
-
-
-class _Deflate:
-    """Server side of a negotiated permessage-deflate: compress ticks, inflate client messages."""
-
-    def __init__(self, no_context_takeover: bool, window_bits: int) -> None:
-        self.no_context_takeover = no_context_takeover
-        self._deflater = zlib.compressobj(6, zlib.DEFLATED, -window_bits)
-        # Z_FULL_FLUSH also resets the history: each message stands alone.
-        self._flush = zlib.Z_FULL_FLUSH if no_context_takeover else zlib.Z_SYNC_FLUSH
-        self._inflater = zlib.decompressobj(-15)
-
-    def compress(self, payload: bytes) -> Optional[bytes]:
-        """The compressed payload (tail stripped), or None to send this one uncompressed."""
-        d = self._deflater
-        out = d.compress(payload) + d.flush(self._flush)
-        if out.endswith(_TAIL):
-            out = out[:-4]
-        # With context takeover the client's window must see every message, so every
-        # message goes compressed; without it, whichever form is smaller.
-        if self.no_context_takeover and len(out) >= len(payload):
-            return None
-        return out
-
-    def inflate(self, payload: bytes) -> bytes:
-        return self._inflater.decompress(payload + _TAIL, _MAX_CLIENT_FRAME)
-
-
-def _negotiate(offers: Optional[str]) -> Tuple[Optional[str], Optional[_Deflate]]:
-    """Pick the first acceptable permessage-deflate offer; (response value, deflater)."""
-    if not offers:
-        return None, None
-    for offer in offers.split(","):
-        parts = [p.strip() for p in offer.split(";")]
-        if parts[0].lower() != "permessage-deflate":
-            continue
-        params: Dict[str, Optional[str]] = {}
-        for p in parts[1:]:
-            name, _, value = p.partition("=")
-            params[name.strip().lower()] = value.strip().strip('"') or None
-        unknown = set(params) - {"server_no_context_takeover", "client_no_context_takeover",
-                                 "server_max_window_bits", "client_max_window_bits"}
-        if unknown:
-            continue
-        bits = 15
-        if params.get("server_max_window_bits"):
-            try:
-                bits = int(params["server_max_window_bits"] or "")
-            except ValueError:
-                continue
-            if not 9 <= bits <= 15:   # zlib cannot deflate with an 8-bit window
-                continue
-        no_context = "server_no_context_takeover" in params
-        response = "permessage-deflate"
-        if no_context:
-            response += "; server_no_context_takeover"
-        if "server_max_window_bits" in params:
-            response += f"; server_max_window_bits={bits}"
-        return response, _Deflate(no_context, bits)
-    return None, None
-
-
-class _Session:
-    """One client connection: a reader (this thread) and, once subscribed, a tick writer."""
-
-    def __init__(self, server: PriceServer, sock: socket.socket) -> None:
-        self.server = server
-        self.sock = sock
-        self.wlock = threading.Lock()
-        self.stop = threading.Event()
-        self.deflate: Optional[_Deflate] = None
-        self.writer: Optional[threading.Thread] = None
-        self.close_code: Optional[int] = None
-        self.pending = b""     # bytes read past the HTTP request
-
-    # -- handshake -------------------------------------------------------------------
-
-    def handshake(self) -> bool:
-        sock = self.sock
-        sock.settimeout(10.0)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(4096)
-            if not chunk or len(data) > _MAX_REQUEST:
-                return False
-            data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        request_line = lines[0].split(" ")
-        headers: Dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if sep:
-                key = name.strip().lower()
-                value = value.strip()
-                headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        key = headers.get("sec-websocket-key", "")
-        if (len(request_line) != 3 or request_line[0] != "GET"
-                or "websocket" not in headers.get("upgrade", "").lower()
-                or "upgrade" not in headers.get("connection", "").lower()
-                or headers.get("sec-websocket-version") != "13" or not key):
-            body = b"this is a WebSocket price stream: connect with a WebSocket client\n"
-            sock.sendall(b"HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\n"
-                         b"Sec-WebSocket-Version: 13\r\nConnection: close\r\n"
-                         b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-            return False
-        extension, self.deflate = _negotiate(headers.get("sec-websocket-extensions"))
-        response = ["HTTP/1.1 101 Switching Protocols", "Upgrade: websocket", "Connection: Upgrade",
-                    f"Sec-WebSocket-Accept: {accept_value(key)}", "Server: wsfast-demo"]
-        if extension:
-            response.append(f"Sec-WebSocket-Extensions: {extension}")
-        sock.sendall(("\r\n".join(response) + "\r\n\r\n").encode("latin-1"))
-        self.pending = rest
-        sock.settimeout(None)
-        return True
-
-    # -- reading the client's frames ---------------------------------------------------
-
-    def run(self) -> None:
+def _describe_exit(code: int) -> str:
+    if code < 0:
         try:
-            if self.handshake():
-                self._read_loop()
-        except (OSError, ValueError, zlib.error):
-            pass   # a broken or misbehaving client: drop it
-        finally:
-            self.stop.set()
-            if self.writer is not None:
-                self.writer.join(5.0)
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-
-    def _read_loop(self) -> None:
-        buf = bytearray(self.pending)
-        parts: List[bytes] = []
-        first_op, compressed = 0, False
-        while True:
-            frame = self._next_frame(buf)
-            if frame is None:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    return   # EOF without a close frame
-                buf += chunk
-                continue
-            fin, rsv1, opcode, payload = frame
-            if opcode >= 0x8:
-                if opcode == _OP_PING:
-                    self._send_control(_OP_PONG, payload)
-                elif opcode == _OP_CLOSE:
-                    self._closing_handshake(payload)
-                    return
-                continue
-            if opcode != _OP_CONT:
-                first_op, compressed, parts = opcode, rsv1, []
-            parts.append(payload)
-            if sum(map(len, parts)) > _MAX_CLIENT_FRAME:
-                raise ValueError("client message too large")
-            if fin:
-                message = b"".join(parts)
-                if compressed and self.deflate is not None:
-                    message = self.deflate.inflate(message)
-                self._on_message(first_op, message)
-
-    def _next_frame(self, buf: bytearray) -> Optional[Tuple[bool, bool, int, bytes]]:
-        """Take one complete frame off ``buf``; None when more bytes are needed."""
-        if len(buf) < 2:
-            return None
-        b0, b1 = buf[0], buf[1]
-        n = b1 & 0x7F
-        pos = 2
-        if n == 126:
-            if len(buf) < 4:
-                return None
-            n = struct.unpack_from("!H", buf, 2)[0]
-            pos = 4
-        elif n == 127:
-            if len(buf) < 10:
-                return None
-            n = struct.unpack_from("!Q", buf, 2)[0]
-            pos = 10
-        if not b1 & 0x80 or n > _MAX_CLIENT_FRAME:
-            raise OSError("protocol error: unmasked or oversized client frame")
-        if len(buf) < pos + 4 + n:
-            return None
-        mask = bytes(buf[pos:pos + 4])
-        payload = _unmask(bytes(buf[pos + 4:pos + 4 + n]), mask)
-        del buf[:pos + 4 + n]
-        return bool(b0 & 0x80), bool(b0 & 0x40), b0 & 0x0F, payload
-
-    def _on_message(self, opcode: int, message: bytes) -> None:
-        if self.writer is not None:
-            return
-        try:
-            request = json.loads(message)
+            name = signal.Signals(-code).name
         except ValueError:
-            return
-        if not isinstance(request, dict) or request.get("action") != "subscribe":
-            return
-        symbols = [s for s in request.get("symbols") or () if isinstance(s, str) and s.isprintable()
-                   and '"' not in s and "\\" not in s and len(s) <= 16] or list(DEFAULT_SYMBOLS)
-        rate = self.server.rate
-        if isinstance(request.get("rate"), (int, float)) and request["rate"] >= 0:
-            rate = float(request["rate"])
-        self.writer = threading.Thread(target=self._write_loop, args=(symbols, rate),
-                                       name="wsfast-demo-writer", daemon=True)
-        self.writer.start()
-
-    def _send_control(self, opcode: int, payload: bytes) -> None:
-        with self.wlock:
-            self.sock.sendall(_frame(opcode, payload))
-
-    def _closing_handshake(self, payload: bytes) -> None:
-        """Echo the client's close, then close TCP (the server closes first, RFC 6455 §7.1.1)."""
-        self.stop.set()
-        self.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-        with self.wlock:
-            self.sock.sendall(_frame(_OP_CLOSE, payload[:2]))
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-            self.sock.settimeout(2.0)
-            while self.sock.recv(65536):   # let the client's FIN arrive: no RST
-                pass
-        except OSError:
-            pass
-
-    # -- writing ticks -----------------------------------------------------------------
-
-    def _write_loop(self, symbols: Sequence[str], rate: float) -> None:
-        ticks = _TickSource(symbols, self.deflate)
-        stop = self.stop
-        sock = self.sock
-        per_batch = max(1, _BATCH_BYTES // 128)
-        start = time.monotonic()
-        sent = 0
-        try:
-            while not stop.is_set():
-                if rate > 0:
-                    now = time.monotonic()
-                    due = int((now - start) * rate) - sent
-                    if due > rate * 0.25:        # a slow reader: forget the backlog
-                        start = now - sent / rate
-                        due = int(rate * 0.25)
-                    if due <= 0:
-                        time.sleep(max(_PACE, (sent + 1) / rate - (now - start)))
-                        continue
-                    count = min(due, per_batch)
-                else:
-                    count = per_batch
-                data = ticks.batch(count)
-                with self.wlock:
-                    if stop.is_set():
-                        return
-                    sock.sendall(data)
-                sent += count
-        except OSError:
-            stop.set()
+            name = f"signal {-code}"
+        return f"killed by {name}"
+    return f"exit status {code}"
 
 
-class _TickSource:
-    """Encodes batches of tick frames: random-walk prices, ``ts`` = now in ms (µs precision)."""
+class ServerProcess:
+    """The demo price server (``wsfast/_demo_server.py``) running in a process of its own.
 
-    def __init__(self, symbols: Sequence[str], deflate: Optional[_Deflate]) -> None:
-        self.symbols = [s.encode("ascii", "replace") for s in symbols]
-        self.prices = [_START_PRICES.get(s, 100.0 + 7.0 * i) for i, s in enumerate(symbols)]
-        rnd = random.Random(20240521)
-        logs = [rnd.gauss(0.0, 0.0004) for _ in range(4093)]
-        mean = sum(logs) / len(logs)     # centred: the walk returns to its start every cycle
-        self.steps = [math.exp(x - mean) for x in logs]
-        self.sizes = [round(rnd.expovariate(4.0), 4) + 0.0001 for _ in range(1021)]
-        self.deflate = deflate
-        self.seq = 0
+    ``start()`` launches it and returns its URL (``ws://127.0.0.1:PORT/prices``, an
+    ephemeral port); ``stop()`` ends it: it closes the server's stdin (its signal to
+    stop), then after bounded waits sends SIGTERM, then SIGKILL, and reaps it. Use it
+    as a context manager::
 
-    def batch(self, count: int) -> bytes:
-        out: List[bytes] = []
-        append = out.append
-        symbols, prices, steps, sizes = self.symbols, self.prices, self.steps, self.sizes
-        nsym, nsteps, nsizes = len(symbols), len(steps), len(sizes)
-        compress = self.deflate.compress if self.deflate is not None else None
-        seq = self.seq
-        ts = time.time() * 1000.0
-        for _ in range(count):
-            seq += 1
-            i = seq % nsym
-            price = prices[i] = prices[i] * steps[seq % nsteps]
-            payload = _TICK % (symbols[i], price, sizes[seq % nsizes], ts, seq)
-            if compress is not None:
-                packed = compress(payload)
-                if packed is not None:
-                    append(_header(0xC1, len(packed)))   # FIN | RSV1 | TEXT
-                    append(packed)
-                    continue
-            append(_header(0x81, len(payload)))
-            append(payload)
-        self.seq = seq
-        return b"".join(out)
+        with ServerProcess(rate=5000) as server:
+            client = wsfast.connect(server.url)
 
-
-class PriceServer:
-    """A local WebSocket price stream on 127.0.0.1, standard library only.
-
-    A client connects (any path), sends ``{"action": "subscribe", "symbols": [...]}``
-    (optionally ``"rate"``: messages per second, 0 = as fast as TCP takes them), and
-    receives ticker messages until it closes. Pings are answered, the closing
-    handshake is echoed and then the server closes the TCP connection.
+    The server's stdout lines after the URL (``session N: subscribed``, ``session N:
+    closed CODE``) are collected in :attr:`events`; its stderr is this process's.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, rate: float = 100_000) -> None:
+    def __init__(self, rate: float = 100_000, host: str = "127.0.0.1", port: int = 0) -> None:
         self.rate = rate
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind((host, port))
-        self._listener.listen(16)
-        self.host, self.port = self._listener.getsockname()[:2]
-        self.sessions: List[_Session] = []
-        self._thread: Optional[threading.Thread] = None
+        self.host = host
+        self.port = port
+        self.url: Optional[str] = None
+        self.events: List[str] = []
+        self.proc: Optional[subprocess.Popen] = None
+        self._lines: queue.Queue = queue.Queue()
 
     @property
-    def url(self) -> str:
-        """The stream's URL, ``ws://127.0.0.1:PORT/prices``."""
-        return f"ws://{self.host}:{self.port}/prices"
+    def pid(self) -> Optional[int]:
+        return self.proc.pid if self.proc is not None else None
 
-    def start(self) -> str:
-        """Serve in a daemon thread; returns :attr:`url`."""
-        self._thread = threading.Thread(target=self._accept_loop, name="wsfast-demo-server",
-                                        daemon=True)
-        self._thread.start()
-        return self.url
+    def command(self) -> List[str]:
+        args = ["--host", self.host, "--port", str(self.port), "--rate", repr(float(self.rate)),
+                "--exit-on-eof"]
+        if os.path.exists(_SERVER_SCRIPT):
+            # -I: the standard library only (no PYTHON* variables, no script directory on
+            # sys.path, which is wsfast/ itself), and no import of the wsfast package.
+            return [sys.executable, "-I", "-u", _SERVER_SCRIPT] + args
+        return [sys.executable, "-u", "-m", "wsfast._demo_server"] + args
 
-    def _accept_loop(self) -> None:
-        while True:
-            try:
-                sock, _ = self._listener.accept()
-            except OSError:
-                return   # stopped
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            session = _Session(self, sock)
-            self.sessions.append(session)
-            threading.Thread(target=session.run, name="wsfast-demo-session", daemon=True).start()
+    def start(self, timeout: float = _STARTUP_TIMEOUT) -> str:
+        """Launch the server and wait (at most ``timeout`` s) for its URL; returns it."""
+        if sys.platform == "win32":
+            flags: Dict[str, Any] = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+        else:
+            flags = {"start_new_session": True}   # a terminal's Ctrl-C reaches the client only
+        try:
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         **flags)
+        except OSError as exc:
+            raise ServerProcessError(f"cannot start the demo server: {exc}") from exc
+        threading.Thread(target=self._pump, name="wsfast-demo-server-stdout", daemon=True).start()
+        try:
+            first = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            self.stop()
+            raise ServerProcessError(f"the demo server did not start within {timeout:g} s") from None
+        except BaseException:
+            self.stop()
+            raise
+        if first is None or not first.startswith("ws://"):
+            status = self.wait_exit(_STOP_TIMEOUT)
+            self.stop()
+            how = _describe_exit(status) if status is not None else f"it printed {first!r}"
+            raise ServerProcessError(f"the demo server failed to start ({how})")
+        self.url = first
+        return first
+
+    def _pump(self) -> None:
+        proc = self.proc
+        assert proc is not None and proc.stdout is not None
+        first = True
+        for raw in proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if first:
+                self._lines.put(line)
+                first = False
+            else:
+                self.events.append(line)
+        if first:
+            self._lines.put(None)   # EOF before the URL: it failed to start
+
+    def poll(self) -> Optional[int]:
+        """The server's exit status (negative: the signal that killed it), or None while it runs."""
+        return self.proc.poll() if self.proc is not None else None
+
+    def wait_exit(self, timeout: float) -> Optional[int]:
+        """Wait at most ``timeout`` s for the server to end; its exit status, or None if it runs."""
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def stop(self) -> None:
-        """Stop accepting and drop every connection still open."""
+        """End the server and reap it: EOF on its stdin, then SIGTERM, then SIGKILL (bounded)."""
+        proc = self.proc
+        if proc is None:
+            return
         try:
-            self._listener.close()
+            if proc.stdin is not None:
+                proc.stdin.close()
         except OSError:
             pass
-        for session in self.sessions:
-            session.stop.set()
+        if self.wait_exit(_STOP_TIMEOUT) is None:
+            proc.terminate()
+            if self.wait_exit(_STOP_TIMEOUT) is None:
+                proc.kill()
+                self.wait_exit(_STOP_TIMEOUT)
+        if proc.stdout is not None:
             try:
-                session.sock.shutdown(socket.SHUT_RDWR)
+                proc.stdout.close()
             except OSError:
                 pass
 
-    def __enter__(self) -> PriceServer:
+    def __enter__(self) -> ServerProcess:
         self.start()
         return self
 
@@ -431,34 +180,8 @@ class PriceServer:
 
 # ---------------------------------------------------------------------- the client side
 
-class CtrlC:
-    """Turns the first Ctrl-C into a flag (``hit``); a second one raises KeyboardInterrupt.
-
-    Raising KeyboardInterrupt at an arbitrary point of the main thread could land inside
-    a library call (a half-written frame, a lock round); with the flag the main loop
-    notices the interrupt between calls and closes cleanly. Only in the main thread.
-    """
-
-    def __init__(self) -> None:
-        self.hit = False
-        self._previous: Any = None
-        self._installed = False
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        if self.hit:
-            raise KeyboardInterrupt
-        self.hit = True
-
-    def __enter__(self) -> CtrlC:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-            self._installed = True
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-
+class _NoCtrlC:
+    hit = False
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -502,35 +225,73 @@ class _Stats:
 
 
 def run(*, url: Optional[str] = None, duration: float = 5.0, rate: float = 100_000,
-        compression: int = 0, out: TextIO = sys.stdout, live: Optional[bool] = None) -> int:
+        compression: int = 0, out: TextIO = sys.stdout, live: Optional[bool] = None,
+        ctrl_c: Any = None) -> int:
     """Stream prices for ``duration`` seconds and print a live status line and a summary.
 
-    Without ``url`` an embedded :class:`PriceServer` serves on 127.0.0.1. ``rate`` is
-    messages per second (0: as fast as possible). Returns the exit status (0 = success).
+    Without ``url`` a :class:`ServerProcess` serves on 127.0.0.1 for the run and is
+    stopped at its end, however it ends. ``rate`` is messages per second (0: as fast as
+    possible). ``ctrl_c``: an object whose ``hit`` attribute turns true on Ctrl-C (the
+    command line's ``CtrlC``); the run then closes with 1000 and returns 130. Returns
+    the exit status (0 = success).
     """
     if live is None:
         live = out.isatty()
-    server: Optional[PriceServer] = None
-    if url is None:
-        server = PriceServer(rate=rate)
-        url = server.start()
-    codec = "compiled" if COMPILED else "pure-Python"
-    mode = COMPRESSION(compression).name
-    rate_text = "as fast as possible" if rate == 0 else f"{rate:,.0f} msg/s"
-    print(f"wsfast {__version__} ({codec} codec) <- {url}  compression={mode}  "
-          f"rate={rate_text}  duration={duration:g}s", file=out, flush=True)
+    if ctrl_c is None:
+        ctrl_c = _NoCtrlC()
+    server: Optional[ServerProcess] = None
     try:
-        return _stream(url, duration, rate, compression, out, live)
-    except Error as err:
-        retry = "retryable" if err.retryable else "not retryable"
-        print(f"error: {type(err).__name__} ({err.kind}, {retry}): {err}", file=sys.stderr)
+        if url is None:
+            server = ServerProcess(rate=rate)
+            url = server.start()
+            print(f"demo server: pid {server.pid}, {url} (a separate process)", file=out, flush=True)
+        codec = "compiled" if COMPILED else "pure-Python"
+        mode = COMPRESSION(compression).name
+        rate_text = "as fast as possible" if rate == 0 else f"{rate:,.0f} msg/s"
+        print(f"wsfast {__version__} ({codec} codec) <- {url}  compression={mode}  "
+              f"rate={rate_text}  duration={duration:g}s", file=out, flush=True)
+        try:
+            status = _stream(url, duration, rate, compression, out, live, ctrl_c)
+        except Error as err:
+            if _server_died(server):
+                return 1
+            retry = "retryable" if err.retryable else "not retryable"
+            print(f"error: {type(err).__name__} ({err.kind}, {retry}): {err}", file=sys.stderr)
+            return 1
+        if status == 1 and _server_died(server):
+            return 1
+        return status
+    except ServerProcessError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 1
     finally:
         if server is not None:
             server.stop()
 
 
-def _stream(url: str, duration: float, rate: float, compression: int, out: TextIO, live: bool) -> int:
+def _server_died(server: Optional[ServerProcess]) -> bool:
+    """After a failed run: did the server process end? If so, say so on stderr."""
+    if server is None:
+        return False
+    # The kernel closes a dying process's sockets just before it can be reaped: give
+    # the exit a moment to become visible.
+    code = server.wait_exit(1.0)
+    if code is None:
+        return False
+    print(f"error: the demo server process (pid {server.pid}) ended during the run: "
+          f"{_describe_exit(code)}", file=sys.stderr)
+    return True
+
+
+def _close(client: Any) -> None:
+    try:
+        client.close()
+    except ConnectionClosed:
+        pass   # it had ended already: the channel tells the loop
+
+
+def _stream(url: str, duration: float, rate: float, compression: int, out: TextIO, live: bool,
+            ctrl_c: Any) -> int:
     stats = _Stats()
     client = connect(url, dial_timeout="10s", compression=compression)
     if compression and not client.extensions:
@@ -545,43 +306,42 @@ def _stream(url: str, duration: float, rate: float, compression: int, out: TextI
     stopped: Optional[float] = None
     last_wire = 0
     wire_at_close: Optional[int] = None
-    with CtrlC() as ctrl_c:
-        while True:
-            if ctrl_c.hit and stopped is None:
-                stopped, wire_at_close = time.monotonic(), client.stats["bytes_in"]
-                if live:
-                    out.write("\n")
-                print("interrupted: closing", file=out, flush=True)
-                client.close()
-            r = select(ch.case_receive(), heartbeat.case_receive(), clock.case_receive())
-            if r.channel is ch:
-                if not r.ok:
-                    break                   # connection closed
-                _on_tick(stats, r.value)
-                # Take what is already buffered without another select: the timers are
-                # looked at again after at most channel_capacity messages.
-                for _ in range(len(ch)):
-                    msg, ok = ch.receive()
-                    if not ok:
-                        break
-                    _on_tick(stats, msg)
-            elif r.channel is heartbeat:
-                if stopped is None:
-                    try:
-                        client.ping()       # keep-alive
-                        pings += 1
-                    except ConnectionClosed:
-                        pass                # the server ended it: the channel tells the loop
-                heartbeat = after("1s")
-            else:
-                now = time.monotonic()
-                wire = client.stats["bytes_in"]
-                _status(out, live, now - started, now - last, stats, wire - last_wire, wire)
-                last, last_wire = now, wire
-                if now - started >= duration and stopped is None:
-                    stopped, wire_at_close = now, wire
-                    client.close()          # what is buffered drains; the loop ends when ch closes
-                clock = after(min(1.0, max(0.0, started + duration - now)) * 1000.0 or 1000.0)
+    while True:
+        if ctrl_c.hit and stopped is None:
+            stopped, wire_at_close = time.monotonic(), client.stats["bytes_in"]
+            if live:
+                out.write("\n")
+            print("interrupted: closing", file=out, flush=True)
+            _close(client)
+        r = select(ch.case_receive(), heartbeat.case_receive(), clock.case_receive())
+        if r.channel is ch:
+            if not r.ok:
+                break                   # connection closed
+            _on_tick(stats, r.value)
+            # Take what is already buffered without another select: the timers are
+            # looked at again after at most channel_capacity messages.
+            for _ in range(len(ch)):
+                msg, ok = ch.receive()
+                if not ok:
+                    break
+                _on_tick(stats, msg)
+        elif r.channel is heartbeat:
+            if stopped is None:
+                try:
+                    client.ping()       # keep-alive
+                    pings += 1
+                except ConnectionClosed:
+                    pass                # the server ended it: the channel tells the loop
+            heartbeat = after("1s")
+        else:
+            now = time.monotonic()
+            wire = client.stats["bytes_in"]
+            _status(out, live, now - started, now - last, stats, wire - last_wire, wire)
+            last, last_wire = now, wire
+            if now - started >= duration and stopped is None:
+                stopped, wire_at_close = now, wire
+                _close(client)          # what is buffered drains; the loop ends when ch closes
+            clock = after(min(1.0, max(0.0, started + duration - now)) * 1000.0 or 1000.0)
     elapsed = (stopped or time.monotonic()) - started
     if live:
         out.write("\n")
