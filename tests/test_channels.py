@@ -546,121 +546,195 @@ def test_timers_fire_in_deadline_order():
     assert by_deadline == sorted(by_deadline)
 
 
-def test_unreferenced_timers_are_dropped():
+def test_unreferenced_timers_are_dropped_and_referenced_ones_kept():
     from wsfast.channels import _timers
 
+    kept = [after("1h") for _ in range(10)]
     for _ in range(5000):
         after("1h")  # never received: garbage right away
     gc.collect()
     after("1h")
     with _timers._cond:
-        live = sum(1 for e in _timers._heap if e[2]() is not None)
+        live = {id(e[2]()) for e in _timers._heap if e[2]() is not None}
         assert len(_timers._heap) < 4000
-    assert live <= len(_timers._heap)
+    assert {id(t) for t in kept} <= live   # compaction dropped none of the timers in use
 
 
-# -- internal batch path -------------------------------------------------------------------
+# -- sources: offer, resume, fetch ----------------------------------------------------------
 
 
-def test_send_batch_fits_in_one_round():
+class ListSource:
+    """A real Source: offers ``items`` into ``ch`` from a producer thread, waiting for
+    ``resume()`` whenever an offer is cut short; ``fetch`` can be told to offer values."""
+
+    def __init__(self, ch, items=(), fetchable=()):
+        self.ch = ch
+        self.items = list(items)
+        self.fetchable = list(fetchable)
+        self.resumed = threading.Event()
+        self.resumes = 0
+        self.fetches = []
+        ch.set_source(self)
+
+    def resume(self):
+        self.resumes += 1
+        self.resumed.set()
+
+    def fetch(self, timeout):
+        self.fetches.append(timeout)
+        if not self.fetchable:
+            return False
+        values, self.fetchable = self.fetchable, []
+        self.ch.offer(values, overflow=True)
+        return True
+
+    def produce(self, chunk=500):
+        i = 0
+        n = len(self.items)
+        try:
+            while i < n:
+                self.resumed.clear()
+                j = min(n, i + chunk)
+                k = self.ch.offer(self.items[i:j])
+                i += k
+                if i < j:
+                    assert self.resumed.wait(10), "a cut-short source was never resumed"
+        except ChannelClosed:
+            pass
+        self.ch.close()
+
+
+def test_offer_fits_in_one_round():
     ch = Channel(8)
-    assert ch._send_batch([1, 2, 3]) == 3
-    assert ch._send_batch([0, 4, 5], start=1) == 3
-    assert list(ch._buf) == [1, 2, 3, 4, 5]
+    assert ch.offer([1, 2, 3]) == 3
+    assert ch.offer([0, 4, 5], start=1) == 3
+    assert [ch.receive(timeout=0)[0] for _ in range(5)] == [1, 2, 3, 4, 5]
 
 
-def test_send_batch_hands_values_to_waiting_receivers():
+def test_offer_takes_what_fits_and_returns_at_once_when_full():
+    ch = Channel(4)
+    t0 = time.monotonic()
+    assert ch.offer(list(range(10))) == 4
+    assert ch.offer([99]) == 0
+    assert time.monotonic() - t0 < 1.0
+    assert len(ch) == 4
+    assert [ch.receive(timeout=0)[0] for _ in range(4)] == [0, 1, 2, 3]
+
+
+def test_offer_with_overflow_places_everything_beyond_the_capacity():
+    ch = Channel(2)
+    assert ch.offer(list(range(10)), overflow=True) == 10
+    assert len(ch) == 10
+    assert [ch.receive(timeout=0)[0] for _ in range(10)] == list(range(10))
+
+
+def test_offer_hands_values_to_waiting_receivers():
     ch = Channel(4)
     got = []
     threads = [spawn(lambda: got.append(ch.receive())) for _ in range(2)]
     wait_until(lambda: len(ch._recvq) == 2)
-    assert ch._send_batch(["a", "b", "c"]) == 3
+    assert ch.offer(["a", "b", "c"]) == 3
     for t in threads:
         t.join(5)
     assert sorted(got) == [("a", True), ("b", True)]
     assert ch.receive() == ("c", True)
 
 
-def test_send_batch_wakes_a_select():
+def test_offer_wakes_a_select():
     ch = Channel(4)
     got = []
     t = spawn(lambda: got.append(select(Channel().case_receive(), ch.case_receive())))
     wait_until(lambda: len(ch._recvq) == 1)
-    ch._send_batch([1, 2])
+    ch.offer([1, 2])
     t.join(5)
     assert got[0].value == 1 and got[0].channel is ch
     assert ch.receive() == (2, True)
 
 
-def test_send_batch_blocks_when_full_then_completes_as_consumers_drain():
-    ch = Channel(4)
-    items = list(range(50))
-    result = []
-    t = spawn(lambda: result.append(ch._send_batch(items)))
-    wait_until(lambda: len(ch) == 4)
-    time.sleep(0.05)
-    assert t.is_alive() and not result  # blocked for room
-    received = [ch.receive(timeout=5)[0] for _ in range(50)]
-    t.join(5)
-    assert result == [50]
-    assert received == items
-
-
-def test_interrupt_senders_makes_send_batch_return_early():
-    ch = Channel(2)
-    result = []
-    t = spawn(lambda: result.append(ch._send_batch(list(range(10)))))
-    wait_until(lambda: len(ch._batchq) == 1)
-    ch._interrupt_senders()
-    t.join(5)
-    assert result == [2]
-    assert not ch._interrupted  # consumed
-    # resuming from the returned index completes once consumers drain
-    t = spawn(lambda: result.append(ch._send_batch(list(range(10)), 2)))
-    assert [ch.receive(timeout=5)[0] for _ in range(10)] == list(range(10))
-    t.join(5)
-    assert result == [2, 10]
-
-
-def test_interrupt_before_send_batch_is_consumed_by_next_return():
-    ch = Channel(2)
-    ch._interrupt_senders()
-    assert ch._send_batch([1, 2, 3]) == 2  # would block: returns at once instead
-    assert not ch._interrupted
-    ch.receive()
-    ch.receive()
-    assert ch._send_batch([1, 2, 3], 2) == 3
-
-
-def test_send_batch_on_closed_channel_raises():
+def test_offer_on_a_closed_channel_raises_and_sends_nothing():
     ch = Channel(2)
     ch.close()
     with pytest.raises(ChannelClosed):
-        ch._send_batch([1])
+        ch.offer([1])
+    assert len(ch) == 0
 
 
-def test_close_wakes_blocked_send_batch():
+def test_a_cut_short_source_is_resumed_once_receivers_drain_to_half_capacity():
+    ch = Channel(4)
+    src = ListSource(ch)
+    assert ch.offer(list(range(10))) == 4
+    assert ch.receive(timeout=0) == (0, True)   # 3 left: above the low-water mark (2)
+    assert src.resumes == 0
+    assert ch.receive(timeout=0) == (1, True)   # 2 left: resumed
+    assert src.resumes == 1
+    assert ch.receive(timeout=0) == (2, True)   # once per cut-short offer, not per value
+    assert src.resumes == 1
+    assert ch.offer(list(range(4, 10))) == 3
+    for _ in range(2):
+        ch.receive(timeout=0)
+    assert src.resumes == 2
+
+
+def test_an_offer_that_fits_asks_for_no_resume():
+    ch = Channel(4)
+    src = ListSource(ch)
+    assert ch.offer([1, 2, 3, 4]) == 4
+    for _ in range(4):
+        ch.receive(timeout=0)
+    assert src.resumes == 0
+
+
+def test_close_resumes_a_waiting_source_whose_next_offer_raises():
     ch = Channel(1)
-    errors = []
-
-    def run():
-        try:
-            ch._send_batch([1, 2, 3])
-        except ChannelClosed as exc:
-            errors.append(exc)
-
-    t = spawn(run)
-    wait_until(lambda: len(ch._batchq) == 1)
+    src = ListSource(ch)
+    assert ch.offer([1, 2, 3]) == 1
     ch.close()
-    t.join(5)
-    assert len(errors) == 1
+    assert src.resumes == 1
+    with pytest.raises(ChannelClosed):
+        ch.offer([2, 3])
     assert ch.receive() == (1, True)
     assert ch.receive() == (None, False)
 
 
-def test_send_batch_stress_with_concurrent_consumers():
+def test_a_receiver_on_an_empty_channel_asks_the_source_to_fetch_first():
+    ch = Channel(2)
+    src = ListSource(ch, fetchable=["x", "y", "z"])
+    assert ch.receive(timeout=1) == ("x", True)   # fetched values come first, beyond capacity
+    assert src.fetches == [1]
+    assert [ch.receive(timeout=0)[0] for _ in range(2)] == ["y", "z"]
+
+
+def test_a_receive_timeout_includes_the_time_the_source_spent_fetching():
+    ch = Channel(2)
+
+    class SlowSource(ListSource):
+        def fetch(self, timeout):
+            self.fetches.append(timeout)
+            time.sleep(timeout)   # waits its whole share, finds nothing
+            return False
+
+    src = SlowSource(ch)
+    t0 = time.monotonic()
+    with pytest.raises(Timeout):
+        ch.receive(timeout=0.3)
+    took = time.monotonic() - t0
+    assert src.fetches == [0.3]
+    assert 0.25 <= took < 0.55, f"receive(timeout=0.3) took {took:.2f} s"
+
+
+def test_a_detached_source_is_not_asked():
+    ch = Channel(2)
+    src = ListSource(ch, fetchable=["x"])
+    ch.set_source(None)
+    with pytest.raises(Timeout):
+        ch.receive(timeout=0)
+    assert src.fetches == []
+
+
+def test_a_source_feeding_three_consumers_loses_and_duplicates_nothing():
     ch = Channel(32)
     n = 100_000
+    src = ListSource(ch, items=range(n))
     out = [[] for _ in range(3)]
 
     def consume(o):
@@ -668,17 +742,15 @@ def test_send_batch_stress_with_concurrent_consumers():
             o.append(v)
 
     cs = [spawn(consume, o) for o in out]
-    items = list(range(n))
-    i = 0
-    while i < n:
-        i = ch._send_batch(items[i:i + 500]) + i
-    ch.close()
+    producer = spawn(src.produce)
+    producer.join(60)
     for t in cs:
         t.join(30)
     allv = [v for o in out for v in o]
-    assert sorted(allv) == items
+    assert sorted(allv) == list(range(n))
     for o in out:
         assert o == sorted(o)
+    assert src.resumes > 0   # the channel was full, and the source came back
 
 
 # -- interrupted waits ----------------------------------------------------------------------
@@ -826,7 +898,7 @@ def test_a_waiting_iterator_takes_a_whole_batch_in_one_hand_off_and_returns_the_
     while not ch._recvq and time.monotonic() < deadline:   # the iterator parks on the empty channel
         time.sleep(0.001)
     assert ch._recvq
-    assert ch._send_batch(list(range(100))) == 100   # more than the capacity, without waiting
+    assert ch.offer(list(range(100))) == 100   # more than the capacity, without waiting
     t.join(5)
     assert not t.is_alive()
     assert got == [0, 1, 2]

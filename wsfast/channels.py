@@ -17,6 +17,14 @@ Design (Go's runtime, transposed):
   never matches with itself.
 * :func:`after` timers share one daemon thread and a heap; pending timers whose channel
   nobody references any more are dropped.
+
+Feeding a channel from a message source (the WebSocket connection's reader now, a
+reconnecting stream later): the source calls :meth:`Channel.offer`, which never blocks
+and takes what fits; when values were left out, the channel calls the source's
+``resume()`` once receivers have drained it to half its capacity (or it was closed),
+and the source offers them again. A receiver that finds the channel empty first asks
+the source's ``fetch(timeout)`` to read values in its own thread (no hand-off between
+threads for a consumer that keeps up). See :class:`Source`.
 """
 
 from __future__ import annotations
@@ -29,14 +37,15 @@ import os
 import random
 import threading
 import time
+import typing
 import weakref
 from collections import deque
-from typing import Any, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from .errors import ChannelClosed, InvalidOption, Timeout
 from .options import parse_duration
 
-__all__ = ["Channel", "Selected", "select", "after"]
+__all__ = ["Channel", "Selected", "Source", "select", "after"]
 
 _allocate_lock = threading.Lock
 _random = random.random
@@ -82,8 +91,29 @@ class _Waiter:
         self.batch = False  # a channel iterator: it may take a _Batch of values at once
 
 
+class Source(typing.Protocol):
+    """What feeds a channel through :meth:`Channel.offer` and :meth:`Channel.set_source`.
+
+    Both methods are called by the channel, never with a value in hand, and must not
+    raise.
+    """
+
+    def fetch(self, timeout: Optional[float]) -> bool:
+        """A receiver found the channel empty and is about to wait: produce values now,
+        in the receiver's thread, by offering them (``overflow=True`` is allowed here:
+        the receiver takes them at once). May wait for them itself, at most ``timeout``
+        seconds (None: the receiver has no limit, the source picks its own bound; 0:
+        do not wait). True when it offered some. Called without the channel's lock."""
+
+    def resume(self) -> None:
+        """Values an :meth:`Channel.offer` left out may now fit (receivers drained the
+        channel to half its capacity), or the channel was closed (the next offer raises
+        ChannelClosed). Called with the channel's lock held: only wake the source's own
+        thread; never block, never call back into the channel."""
+
+
 class _Batch:
-    """Values handed to a waiting channel iterator in one go (see ``_send_batch``)."""
+    """Values handed to a waiting channel iterator in one go (see :meth:`Channel.offer`)."""
 
     __slots__ = ("items",)
 
@@ -129,7 +159,7 @@ class Channel:
     """
 
     __slots__ = ("_lock", "_buf", "_cap", "_low", "_closed", "_recvq", "_sendq",
-                 "_batchq", "_interrupted", "_fetch", "__weakref__")
+                 "_refused", "_source", "__weakref__")
 
     def __init__(self, capacity: int = 0) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral) \
@@ -138,19 +168,14 @@ class Channel:
         self._lock = _allocate_lock()
         self._buf: deque = deque()
         self._cap = int(capacity)
-        # A blocked _send_batch is woken once the buffer drains to this level, so it
-        # refills many slots per wake-up instead of one.
+        # A source whose offer was cut short is resumed once the buffer drains to this
+        # level, so it refills many slots per wake-up instead of one.
         self._low = self._cap // 2
         self._closed = False
         self._recvq: deque = deque()   # parked receivers (buffer is empty)
         self._sendq: deque = deque()   # parked senders (buffer is full, or capacity 0)
-        self._batchq: List[Any] = []   # park locks of blocked _send_batch calls
-        self._interrupted = False
-        # Internal: ``fetch(timeout)`` is called (no lock held) by a receiver that finds
-        # the channel empty, before it waits; it may add values (the WebSocket client
-        # reads its socket) and may itself wait, at most ``timeout`` (None: no limit of
-        # the receiver's, the hook bounds it), for them; True when it added some.
-        self._fetch: Optional[Any] = None
+        self._refused = False          # an offer() left values out: resume the source
+        self._source: Optional[Source] = None
 
     # -- properties ---------------------------------------------------------------------
 
@@ -188,7 +213,7 @@ class Channel:
             value = self._buf.popleft()
         except IndexError:
             return self._receive_slow(timeout)
-        if self._sendq or self._batchq:
+        if self._sendq or self._refused:
             with self._lock:
                 self._refill()
         return value, True
@@ -196,20 +221,24 @@ class Channel:
     def _receive_slow(self, timeout: Optional[float], batch: bool = False) -> Tuple[Any, bool]:
         if timeout is not None:
             timeout = _check_timeout(timeout)
-        fetch = self._fetch
-        if fetch is not None and not self._closed and fetch(timeout):
-            try:
-                value = self._buf.popleft()
-            except IndexError:
-                pass
-            else:
-                return value, True
+        source = self._source
+        if source is not None and not self._closed:
+            start = time.monotonic() if timeout else 0.0
+            if source.fetch(timeout):
+                try:
+                    value = self._buf.popleft()
+                except IndexError:
+                    pass
+                else:
+                    return value, True
+            if timeout:
+                timeout = max(0.0, timeout - (time.monotonic() - start))
         with self._lock:
             ready = self._try_receive_locked()
             if ready is not None:
                 return ready
-            if self._batchq:
-                self._refill()  # a batch sender that parked while lock-free pops drained us
+            if self._refused:
+                self._refill()  # a source cut short while lock-free pops drained us
             if timeout == 0:
                 raise Timeout("channel receive timed out")
             w = _Waiter(_new_park())
@@ -227,8 +256,8 @@ class Channel:
         of the batch not yet yielded when the loop ends (``break``, an exception) go
         back to the front of the channel, so nothing is lost. While a loop runs, its
         batch may hold values besides the ``capacity`` buffered: up to ``capacity``, or,
-        when the loop was waiting on an empty channel, a whole batch handed over by an
-        internal batch sender (the WebSocket reader: one socket read's messages).
+        when the loop was waiting on an empty channel, a whole batch handed over by a
+        source's :meth:`offer` (the WebSocket reader: one socket read's messages).
         """
         lock = self._lock
         buf = self._buf
@@ -237,7 +266,7 @@ class Channel:
                 if buf:
                     batch = list(buf)
                     buf.clear()
-                    if self._sendq or self._batchq:
+                    if self._sendq or self._refused:
                         self._refill()
                 else:
                     batch = None
@@ -248,7 +277,7 @@ class Channel:
                 if not _many(value):
                     yield value
                     continue
-                batch = value.items   # a batch sender handed us a whole batch
+                batch = value.items   # a source handed us a whole batch
             it = iter(batch)
             try:
                 yield from it
@@ -260,7 +289,7 @@ class Channel:
 
     def _refill(self) -> None:
         # Called with the lock held after a value left the buffer: admit parked senders
-        # into the freed room, and wake a blocked _send_batch at the low-water mark.
+        # into the freed room, and resume a source cut short at the low-water mark.
         buf = self._buf
         sendq = self._sendq
         cap = self._cap
@@ -271,10 +300,10 @@ class Channel:
                 w.ok = True
                 w.done = True
                 w.park.release()
-        if self._batchq and len(buf) <= self._low:
-            for park in self._batchq:
-                park.release()
-            self._batchq.clear()
+        if self._refused and len(buf) <= self._low:
+            self._refused = False
+            if self._source is not None:
+                self._source.resume()
 
     # -- send ---------------------------------------------------------------------------
 
@@ -315,9 +344,10 @@ class Channel:
                         w.ok = False
                         w.done = True
                         w.park.release()
-            for park in self._batchq:
-                park.release()
-            self._batchq.clear()
+            if self._refused:
+                self._refused = False
+                if self._source is not None:
+                    self._source.resume()
 
     # -- parking ------------------------------------------------------------------------
 
@@ -368,7 +398,7 @@ class Channel:
             except IndexError:  # a lock-free receive took it
                 pass
             else:
-                if self._sendq or self._batchq:
+                if self._sendq or self._refused:
                     self._refill()
                 return value, True
         sendq = self._sendq
@@ -412,67 +442,62 @@ class Channel:
         """A ``select`` case receiving from this channel."""
         return _Case(self, False, None)
 
-    # -- internal: the WebSocket reader's batch path -----------------------------------
+    # -- sources ------------------------------------------------------------------------
 
-    def _send_batch(self, items: List[Any], start: int = 0, block: bool = True,
-                    bounded: bool = True) -> int:
-        """Internal: send ``items[start:]`` in order; returns the index reached.
+    def set_source(self, source: Optional[Source]) -> None:
+        """Attach the :class:`Source` that feeds this channel (None detaches it).
 
-        Parked receivers get values directly, the rest go into the buffer, all in one
-        lock round per wake-up. When the buffer is full, waits until receivers drain it
-        to half its capacity, then continues. Returns ``len(items)`` when all are sent,
-        or earlier (the index of the first unsent item) when another thread called
-        ``_interrupt_senders()``; that request is consumed by this return. Raises
-        ChannelClosed if the channel is (or gets) closed; items before the returned
-        index were not sent then. Capacity-0 channels are not supported. ``block=False``:
-        place what fits now and return at once; ``bounded=False``: place everything now,
-        beyond the capacity (for values a receiver fetched itself while it waited).
+        Receivers that find the channel empty ask it to ``fetch``; it is ``resume``d
+        when an :meth:`offer` it made was cut short and room is back. A channel has
+        at most one source at a time; a new one replaces the old (a reconnecting
+        stream hands its channel from one connection to the next).
         """
-        if self._cap == 0:
-            raise InvalidOption("_send_batch needs a buffered channel")
-        n = len(items)
-        i = start
-        lock = self._lock
-        buf = self._buf
-        while True:
-            with lock:
-                if self._closed:
-                    raise ChannelClosed("send on a closed channel")
-                recvq = self._recvq
-                while recvq and i < n:
-                    w = recvq.popleft()
-                    if _claim(w):
-                        if w.batch:
-                            # a waiting iterator takes everything at once: one hand-off
-                            # per socket read instead of one per channel-full
-                            w.value = _Batch(items[i:] if i else items)
-                            i = n
-                        else:
-                            w.value = items[i]
-                            i += 1
-                        w.ok = True
-                        w.done = True
-                        w.park.release()
-                room = self._cap - len(buf) if bounded else n
-                if room > 0 and i < n:
-                    j = i + room if i + room < n else n
-                    buf.extend(items[i:j] if i or j != n else items)
-                    i = j
-                if i >= n or self._interrupted or not block:
-                    if block:
-                        self._interrupted = False
-                    return i
-                park = _new_park()
-                self._batchq.append(park)
-            park.acquire()
-
-    def _interrupt_senders(self) -> None:
-        """Internal: make a ``_send_batch`` blocked for room (or the next one) return."""
         with self._lock:
-            self._interrupted = True
-            for park in self._batchq:
-                park.release()
-            self._batchq.clear()
+            self._source = source
+            self._refused = False
+
+    def offer(self, values: Sequence[Any], start: int = 0, *, overflow: bool = False) -> int:
+        """Send ``values[start:]`` in order without blocking; return the index reached.
+
+        Parked receivers get values first (a waiting iterator takes all of them in one
+        hand-off), then the buffer takes what fits in its capacity, all in one lock
+        round. When some are left out (the returned index is below ``len(values)``),
+        the source is resumed once receivers drain the channel to half its capacity.
+        ``overflow=True`` places everything, beyond the capacity (for values a
+        receiver is about to take itself, see :meth:`Source.fetch`, or the last
+        values of a stream that has ended). Raises ChannelClosed on a closed channel
+        (nothing is sent then).
+        """
+        n = len(values)
+        i = start
+        with self._lock:
+            if self._closed:
+                raise ChannelClosed("send on a closed channel")
+            recvq = self._recvq
+            while recvq and i < n:
+                w = recvq.popleft()
+                if _claim(w):
+                    if w.batch:
+                        # a waiting iterator takes everything at once: one hand-off
+                        # per offer instead of one per value
+                        w.value = _Batch(list(values[i:]) if i else values)
+                        i = n
+                    else:
+                        w.value = values[i]
+                        i += 1
+                    w.ok = True
+                    w.done = True
+                    w.park.release()
+            if i < n:
+                buf = self._buf
+                room = n - i if overflow else self._cap - len(buf)
+                if room > 0:
+                    j = i + room if i + room < n else n
+                    buf.extend(values[i:j] if i or j != n else values)
+                    i = j
+                if i < n:
+                    self._refused = True
+            return i
 
 
 class _Case:
