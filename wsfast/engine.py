@@ -1,0 +1,672 @@
+"""The sync front end's I/O: one socket, one reader thread, writes from any thread.
+
+The :class:`~wsfast.protocol.Protocol` decides everything; this module only moves
+bytes between it and the socket, waits and wakes. In ten lines:
+
+1. One lock, ``_lock``, guards the Protocol and the write queue: every call into the
+   Protocol holds it, never across a wait.
+2. Writes: a sender encodes through the Protocol and, when nothing is queued, writes
+   at once (non-blocking); what the kernel does not take waits in the queue, which the
+   reader thread writes when the socket is writable. Nothing ever waits for the
+   consumer, so pongs, close frames and sends go out while it sleeps.
+3. Reads: whoever holds ``_rlock`` reads the socket and feeds the Protocol: the reader
+   thread, or a receiver that found the channel empty (it reads in its own thread, no
+   hand-off). The reader thread keeps out of the way for ``_LEASE`` after such a read.
+4. Delivery never blocks: :meth:`Channel.offer` takes what fits; the rest waits in
+   ``_held`` and the reader stops reading (TCP backpressure) until the channel
+   resumes it. A receiver takes ``_held`` first, so order is kept.
+5. The reader thread alone times the connection (read timeout, close timeout, the
+   wait for the server's FIN) and alone ends it: flush, end the channel, drop.
+
+The socket is non-blocking after the handshake: every wait is a ``poll`` with a bound.
+"""
+
+from __future__ import annotations
+
+import mmap
+import select
+import socket
+import ssl as _ssl
+import threading
+import time
+from typing import Any, List, Optional
+
+from .channels import Channel
+from .constants import CLOSE_CODES
+from .errors import ChannelClosed, ConnectError, Error, Timeout
+from .options import Options
+from .protocol import CLOSED, CLOSING, CONNECTING, Protocol
+from .transport import remaining
+
+__all__ = ["Engine", "upgrade"]
+
+_READ_BUFFER = 256 * 1024
+# Bytes encoded but not yet written above which a sender waits (bounded by
+# write_timeout) for the queue to drain.
+_WRITE_HIGH = 256 * 1024
+# A send that follows the previous one within this many seconds joins the queue for
+# the reader thread to write in one system call with the others, instead of making
+# its own: a burst costs a few calls, an occasional send (a request, an echo) goes out
+# at once. Speed only: every value is correct. Chosen by the send/echo scenarios of
+# `make bench-e2e` (docs/performance.md: 20 µs keeps echo's direct write and
+# batches a burst of 104-byte sends into ~250 per call).
+_COALESCE_GAP = 20e-6
+# After a receiver read the socket itself the reader thread leaves it the socket this
+# long (a consumer that keeps up comes back sooner, so the two never race for it); a
+# receiver waits on a silent socket itself at most this long, then the reader thread
+# takes the waiting back. Speed only: pings, close frames and backpressure are served
+# within this bound whatever it is. Chosen by the ticks and echo scenarios
+# (docs/performance.md).
+_LEASE = 0.002
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, _ssl.SSLWantReadError, _ssl.SSLWantWriteError)
+
+_IN = select.POLLIN | select.POLLPRI if hasattr(select, "poll") else 1
+_OUT = select.POLLOUT if hasattr(select, "poll") else 4
+
+
+class _Poll:
+    """``select.poll`` with seconds (``select.select`` where there is no poll)."""
+
+    if hasattr(select, "poll"):
+        def __init__(self) -> None:
+            self._poll = select.poll()
+
+        def register(self, fd: int, events: int) -> None:
+            """Watch ``fd`` for ``events``; 0 stops watching it (poll would still
+            report a hang-up, over and over, on a socket nobody reads)."""
+            if events:
+                self._poll.register(fd, events)
+            else:
+                try:
+                    self._poll.unregister(fd)
+                except KeyError:
+                    pass
+
+        def wait(self, timeout: Optional[float]) -> list:
+            ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
+            return self._poll.poll(ms)
+    else:  # pragma: no cover - Windows
+        def __init__(self) -> None:
+            self._fds: dict = {}
+
+        def register(self, fd: int, events: int) -> None:
+            self._fds[fd] = events
+
+        def wait(self, timeout: Optional[float]) -> list:
+            r = [fd for fd, ev in self._fds.items() if ev & _IN]
+            w = [fd for fd, ev in self._fds.items() if ev & _OUT]
+            rr, ww, _ = select.select(r, w, [], timeout)
+            return [(fd, _IN) for fd in rr] + [(fd, _OUT) for fd in ww]
+
+
+def upgrade(sock: socket.socket, proto: Protocol, deadline: Optional[float], target) -> list:
+    """Run the opening handshake on a blocking ``sock``; return the messages that came
+    with the 101 response. Raises the handshake's error: HandshakeError, ConnectError,
+    Timeout (``deadline`` passed)."""
+    try:
+        sock.settimeout(remaining(deadline, target, "the HTTP upgrade"))
+        sock.sendall(proto.data_to_send())
+    except socket.timeout:
+        raise Timeout("dial timeout sending the HTTP upgrade", url=target.url) from None
+    except OSError as exc:
+        proto.connection_lost(exc)
+    msgs: list = []
+    body_end = None
+    while proto.state is CONNECTING:
+        if proto.reading_refusal_body:
+            # the body of a refusal is only for the error: best effort, briefly
+            if body_end is None:
+                body_end = time.monotonic() + 1.0
+            left = body_end - time.monotonic()
+            if deadline is not None:
+                left = min(left, deadline - time.monotonic())
+            if left <= 0:
+                proto.end_of_response()
+                break
+            sock.settimeout(left)
+        else:
+            sock.settimeout(remaining(deadline, target, "the HTTP upgrade"))
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            if proto.reading_refusal_body:
+                proto.end_of_response()
+                break
+            raise Timeout("dial timeout waiting for the HTTP upgrade response", url=target.url) from None
+        except OSError as exc:
+            proto.connection_lost(exc)
+            break
+        if data:
+            msgs += proto.receive_data(data)
+        else:
+            proto.receive_eof()
+    if not proto.handshake_complete:
+        raise proto.error
+    return msgs
+
+
+def _locked(call, lock):
+    def locked(arg):
+        with lock:
+            return call(arg)
+    return locked
+
+
+class Engine:
+    """The I/O of one open connection; the reader thread starts at once.
+
+    ``initial``: messages that arrived with the handshake response.
+    """
+
+    def __init__(self, sock: socket.socket, proto: Protocol, options: Options, initial: list) -> None:
+        self.url = proto.url
+        self._sock = sock
+        self._options = options
+        sock.setblocking(False)
+        # OpenSSL does not allow one SSL object to be used by two threads at once (even
+        # SSL_get_error reads state another thread's SSL_write changes). The socket is
+        # non-blocking, so each call is short: TLS calls take this lock around the call,
+        # never around a wait.
+        self._send = sock.send
+        self._recv_into = sock.recv_into
+        if isinstance(sock, _ssl.SSLSocket):
+            tls = threading.Lock()
+            self._send = _locked(sock.send, tls)
+            self._recv_into = _locked(sock.recv_into, tls)
+
+        # -- guarded by _lock: the Protocol (every call) and the write queue
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)   # senders waiting for the queue to drain
+        self._proto = proto
+        self._inflight: Any = None      # bytes taken from the Protocol, not all written yet
+        self._flushing = False          # the reader thread owns writing (a queue exists)
+        self._written = proto.bytes_out  # bytes written so far (the request is out)
+        self._last_send = 0.0           # when the last send() was made
+        self._user_closed = False       # close() was called: deliver only what fits
+        self._latency: Optional[float] = None   # the last ping's round trip, seconds
+
+        # -- guarded by _rlock: held by whoever reads the socket
+        self._rlock = threading.Lock()
+        # An anonymous mapping, not a bytearray: its pages become resident only when a
+        # read reaches them, so an idle connection costs no buffer memory.
+        self._rbuf = mmap.mmap(-1, _READ_BUFFER)
+        self._rview = memoryview(self._rbuf)
+        self._target = None             # the Protocol's read_target() after the last read
+        self._held: List[Any] = list(initial)   # decoded messages the channel had no room for
+        self._lease_end = 0.0           # the reader thread leaves the socket to a receiver until then
+        self._last_data = time.monotonic()   # when data messages last arrived (read timeout)
+        self._over = False              # the Protocol reached CLOSED (seen by a reader)
+        self._channel_gone = False      # the user closed the receive channel
+        self._consumer_poll: Optional[_Poll] = None
+
+        # -- set once by the reader thread
+        self._ended = threading.Event()
+
+        self.channel = Channel(options.channel_capacity)
+        self.channel.set_source(self)
+        # a socket pair: anyone wakes the reader thread's poll (bytes queued, room in
+        # the channel, the socket given back, close())
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        if proto.output_size:
+            self._flushing = True   # pongs for pings that came with the 101: the reader writes them
+        self._reader = threading.Thread(target=self._run, name=f"wsfast-reader {self.url}", daemon=True)
+        self._reader.start()
+
+    # ------------------------------------------------------------------ outcome
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
+    def outcome(self) -> tuple:
+        """(close_code, close_reason, error) of the Protocol."""
+        with self._lock:
+            p = self._proto
+            return p.close_code, p.close_reason, p.error
+
+    def stats(self) -> dict:
+        with self._lock:
+            p = self._proto
+            return {"messages_in": p.messages_in, "bytes_in": p.bytes_in,
+                    "messages_out": p.messages_out, "bytes_out": p.bytes_out}
+
+    # ------------------------------------------------------------------ writing
+
+    def _wake_reader(self) -> None:
+        try:
+            self._wake_w.send(b"w")
+        except OSError:
+            pass   # full of wake-ups already, or closing
+
+    def send(self, data: Any, opcode: Optional[int]) -> None:
+        """Queue or write one message. Raises ConnectionClosed, Timeout (write_timeout),
+        ConnectError, UnicodeEncodeError (a lone surrogate)."""
+        with self._lock:
+            proto = self._proto
+            if proto.bytes_out - self._written >= _WRITE_HIGH:
+                self._wait_room(None)
+            proto.send_message(data, opcode)
+            if self._flushing:
+                if proto.bytes_out - self._written >= _WRITE_HIGH:
+                    self._wait_room(proto.bytes_out)
+                return
+            now = time.monotonic()
+            if now - self._last_send < _COALESCE_GAP:
+                # back-to-back sends: the reader thread writes them together
+                self._last_send = now
+                self._flushing = True
+                self._wake_reader()
+                return
+            self._last_send = now
+            self._write_locked()
+            if self._flushing and proto.bytes_out - self._written >= _WRITE_HIGH:
+                self._wait_room(proto.bytes_out)
+
+    def ping(self, data: bytes) -> None:
+        """Send a ping. Raises ConnectionClosed, ConnectError."""
+        with self._lock:
+            self._proto.send_ping(data, time.monotonic())
+            if not self._flushing:
+                self._write_locked()
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake and wait (bounded) until the reader thread ended
+        the connection. Raises ConnectionClosed when it was closing or over already."""
+        with self._lock:
+            self._proto.send_close(code, reason)
+            self._user_closed = True
+            if not self._flushing:
+                try:
+                    self._write_locked()
+                except Error:
+                    pass   # the reader thread sees the broken socket and ends the connection
+        self._wake_reader()   # it times close_timeout
+        if not self._ended.wait(self._options.close_timeout + 1.0):
+            self._abort()     # the reader thread did not end it in time: drop the socket
+            self._ended.wait(1.0)
+
+    def _write_locked(self) -> None:
+        """Write what the Protocol has to send, now (non-blocking); the rest goes to the
+        reader thread. The caller holds ``_lock`` and nothing is queued."""
+        proto = self._proto
+        data = proto.data_to_send()
+        if not data:
+            return
+        try:
+            sent = self._send(data)
+        except _WOULD_BLOCK:
+            sent = 0
+        except OSError as exc:
+            proto.connection_lost(exc)
+            self._room.notify_all()
+            self._wake_reader()
+            raise ConnectError(f"write failed: {exc}", url=self.url, cause=exc) from exc
+        self._written += sent
+        if sent < len(data):
+            self._inflight = memoryview(data)[sent:]
+            self._flushing = True
+            self._wake_reader()
+
+    def _wait_room(self, end: Optional[int]) -> None:
+        """Wait (``_lock`` held, released while waiting) until the queue is under its
+        bound, or (``end``: the stream offset just past this sender's frame, already
+        queued) until that frame is written. Raises ConnectionClosed when the
+        connection ends first, Timeout after write_timeout."""
+        timeout = self._options.write_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        proto = self._proto
+        while proto.bytes_out - self._written >= _WRITE_HIGH and (end is None or self._written < end):
+            if proto.state is CLOSED:
+                raise proto.closed_error()
+            left = None
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    if end is not None:   # our frame is half out: the stream cannot be trusted
+                        proto.fail(Timeout("write timeout", url=self.url))
+                        self._abort()
+                    raise Timeout("write timeout", url=self.url)
+            self._room.wait(left)
+
+    def _flush(self) -> bool:
+        """Reader thread: write the queue until the socket would block; True when all is out."""
+        lock = self._lock
+        while True:
+            with lock:
+                chunk = self._inflight
+                if chunk is None:
+                    chunk = self._proto.data_to_send()
+                    if not chunk:
+                        self._flushing = False
+                        self._room.notify_all()
+                        return True
+            try:
+                sent = self._send(chunk)   # outside the lock: senders keep queueing
+            except _WOULD_BLOCK:
+                sent = 0
+            except OSError as exc:
+                with lock:
+                    self._proto.connection_lost(exc)
+                    self._inflight = None
+                    self._flushing = False
+                    self._room.notify_all()
+                return True
+            with lock:
+                self._written += sent
+                if sent < len(chunk):
+                    self._inflight = memoryview(chunk)[sent:]
+                    self._room.notify_all()
+                    return False
+                self._inflight = None
+                self._room.notify_all()
+
+    def _abort(self) -> None:
+        """Drop the TCP connection: every poll on the socket wakes up."""
+        try:
+            # the plain socket's shutdown: SSLSocket.shutdown would also drop its TLS
+            # object under a writer that may be using it
+            socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------ reading
+
+    def _read_once(self) -> Optional[list]:
+        """Read the socket once and feed the Protocol; the caller holds ``_rlock``.
+
+        Returns the data messages (maybe none), or None when the read would block.
+        """
+        target = self._target
+        try:
+            n = self._recv_into(self._rbuf if target is None else target)
+        except _WOULD_BLOCK:
+            return None
+        except OSError as exc:
+            with self._lock:
+                self._proto.connection_lost(exc)
+                self._room.notify_all()
+            self._over = True
+            self._wake_reader()
+            return []
+        with self._lock:
+            proto = self._proto
+            if n == 0:
+                proto.receive_eof()
+                msgs: list = []
+            elif target is None:
+                msgs = proto.receive_data(self._rview[:n])
+            else:
+                target.release()   # the parser may resize the buffer it pointed into
+                msgs = proto.receive_direct(n)
+            self._target = proto.read_target()
+            for sent_at in proto.take_pongs():
+                self._latency = time.monotonic() - sent_at
+            if proto.output_size and not self._flushing:
+                try:
+                    self._write_locked()   # pongs (before the messages reach anyone), close replies
+                except Error:
+                    pass
+            over = proto.state is CLOSED
+            if over:
+                self._room.notify_all()
+        if msgs:
+            self._last_data = time.monotonic()
+        if over:
+            self._over = True
+            self._wake_reader()   # it ends the connection
+        return msgs
+
+    def fetch(self, timeout: Optional[float]) -> bool:
+        """Channel source: a receiver found the channel empty; read the socket in its
+        thread until a message is whole, waiting at most ``timeout`` (None: ``_LEASE``,
+        then the reader thread takes the waiting back)."""
+        if not self._rlock.acquire(False):
+            return False   # someone reads already: it delivers
+        try:
+            ch = self.channel
+            if self._over or self._channel_gone or len(ch):
+                return False
+            if self._held:
+                held, self._held = self._held, []
+                try:
+                    ch.offer(held, overflow=True)
+                except ChannelClosed:
+                    self._channel_gone = True
+                    return False
+                # reading resumes: the time spent waiting for the consumer is not silence
+                self._last_data = self._lease_end = time.monotonic()
+                self._lease_end += _LEASE
+                return True
+            now = time.monotonic()
+            limit = None if timeout is None else now + timeout
+            end = now + _LEASE if limit is None else min(limit, now + _LEASE)
+            while True:
+                msgs = self._read_once()
+                if msgs:
+                    try:
+                        ch.offer(msgs, overflow=True)
+                    except ChannelClosed:
+                        self._channel_gone = True
+                        return False
+                    self._lease_end = time.monotonic() + _LEASE
+                    return True
+                if self._over:
+                    return False
+                now = time.monotonic()
+                if msgs is not None:
+                    # bytes but no whole message yet (a large one, or control frames):
+                    # keep reading it here while it flows
+                    end = now + _LEASE if limit is None else min(limit, now + _LEASE)
+                    continue
+                if now >= end:
+                    break
+                waiter = self._consumer_poll
+                if waiter is None:
+                    waiter = self._consumer_poll = _Poll()
+                    waiter.register(self._sock.fileno(), _IN)
+                waiter.wait(end - now)
+            self._lease_end = 0.0
+            self._wake_reader()   # silence: the reader thread takes the waiting back
+            return False
+        finally:
+            self._rlock.release()
+
+    def resume(self) -> None:
+        """Channel source: room is back (or the channel was closed): wake the reader."""
+        self._wake_reader()
+
+    def _offer_held(self) -> None:
+        """Hand ``_held`` to the channel as far as it has room; ``_rlock`` held."""
+        try:
+            i = self.channel.offer(self._held)
+        except ChannelClosed:
+            self._channel_gone = True
+            i = len(self._held)
+        if i:
+            del self._held[:i]
+            if not self._held:
+                # reading resumes: the time spent waiting for the consumer is not silence
+                self._last_data = time.monotonic()
+
+    def _deliver(self, msgs: list, dropping: bool) -> None:
+        """Reader thread: hand ``msgs`` to the channel; ``_rlock`` held."""
+        if self._channel_gone:
+            return
+        try:
+            i = self.channel.offer(msgs)
+        except ChannelClosed:
+            self._channel_gone = True
+            return
+        if i < len(msgs) and not dropping:
+            # no room: keep them and stop reading until the channel resumes us
+            self._held = msgs[i:] if i else msgs
+        # dropping (close() was called): a closing consumer must not hold up the handshake
+
+    # ------------------------------------------------------------------ the reader thread
+
+    def _run(self) -> None:
+        try:
+            dropped = self._serve()
+            if not dropped:
+                self._final_flush()
+            self._end_channel()
+            with self._lock:
+                drain = not dropped and not self._proto.eof
+            if drain:
+                self._drain()
+        except BaseException as exc:  # never let the reader die silently
+            with self._lock:
+                proto = self._proto
+                if proto.error is None:
+                    proto.connection_lost(exc)
+        finally:
+            self._abort()   # wakes a writer or receiver still polling this socket
+            try:
+                with self._rlock:   # a receiver's poll has seen the shutdown and let go
+                    with self._lock:
+                        self._sock.close()
+            except OSError:
+                pass
+            self._wake_r.close()
+            self._wake_w.close()
+            self._end_channel()
+
+    def _serve(self) -> bool:
+        """Move bytes until the Protocol is CLOSED; True when the connection was
+        dropped (close timeout) rather than closed."""
+        proto = self._proto
+        opts = self._options
+        sock_fd = self._sock.fileno()
+        wake_fd = self._wake_r.fileno()
+        poller = _Poll()
+        poller.register(wake_fd, _IN)
+        interest = 0
+        close_deadline = None
+        read_timeout = opts.read_timeout
+        while True:
+            with self._lock:
+                state = proto.state
+                writing = self._flushing
+                dropping = self._user_closed
+            if state is CLOSED:
+                return False
+            now = time.monotonic()
+            if state is CLOSING and close_deadline is None:
+                close_deadline = now + opts.close_timeout
+            # Read now, or say how long to wait before looking again.
+            want_read = False
+            wait: Optional[float] = None
+            read_deadline = None
+            if self._rlock.acquire(False):
+                try:
+                    if self._held:
+                        self._offer_held()
+                    if self._held and not dropping:
+                        pass   # paused for room: the channel resumes us
+                    elif now < self._lease_end:
+                        wait = self._lease_end - now   # a receiver reads the socket itself
+                    else:
+                        if self._held:   # closing: what does not fit is dropped
+                            self._held = []
+                        msgs = self._read_once()
+                        if msgs is not None:
+                            if msgs:
+                                self._deliver(msgs, dropping)
+                            if writing:
+                                self._flush()
+                            continue   # read until the socket would block
+                        want_read = True
+                        if read_timeout is not None:
+                            read_deadline = self._last_data + read_timeout
+                finally:
+                    self._rlock.release()
+            else:
+                wait = _LEASE   # a receiver is reading or waiting on the socket
+            if read_deadline is not None:
+                if now >= read_deadline:
+                    self._fail(Timeout(f"read timeout: no message for {read_timeout:g} s", url=self.url),
+                               CLOSE_CODES.GOING_AWAY, "read timeout")
+                    continue
+                wait = read_deadline - now if wait is None else min(wait, read_deadline - now)
+            if close_deadline is not None:
+                if now >= close_deadline:
+                    with self._lock:
+                        proto.close_timed_out()
+                        self._room.notify_all()
+                    self._abort()
+                    return True
+                wait = close_deadline - now if wait is None else min(wait, close_deadline - now)
+            want = (_IN if want_read else 0) | (_OUT if writing else 0)
+            if want != interest:
+                poller.register(sock_fd, want)
+                interest = want
+            events = poller.wait(wait)
+            for fd, _ev in events:
+                if fd == wake_fd:
+                    try:
+                        self._wake_r.recv(4096)
+                    except OSError:
+                        pass
+            if writing:
+                self._flush()
+
+    def _fail(self, error: Error, code: int, reason: str) -> None:
+        with self._lock:
+            self._proto.fail(error, code, reason)
+            self._room.notify_all()
+
+    def _final_flush(self) -> None:
+        """Write the close frame (and what was queued before it), within close_timeout."""
+        deadline = time.monotonic() + self._options.close_timeout
+        poller = _Poll()
+        poller.register(self._sock.fileno(), _OUT)
+        with self._lock:
+            if not self._flushing and self._proto.output_size:
+                self._flushing = True
+        while not self._flush():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._abort()
+                return
+            poller.wait(left)
+
+    def _end_channel(self) -> None:
+        """The connection is over: what is held goes into the channel (no more will come,
+        so the bound no longer matters), then the channel ends."""
+        if self._ended.is_set():
+            return
+        with self._rlock:   # a receiver's read in progress delivers first
+            if self._held and not self._channel_gone:
+                try:
+                    self.channel.offer(self._held, overflow=True)
+                except ChannelClosed:
+                    pass
+            self._held = []
+            self._ended.set()
+        self.channel.set_source(None)
+        self.channel.close()
+        with self._lock:
+            self._room.notify_all()   # senders waiting for room get their error
+
+    def _drain(self) -> None:
+        """After the closing handshake: wait (bounded) for the server to end the TCP
+        stream (RFC 6455 §7.1.1), discarding what it still sends."""
+        poller = _Poll()
+        poller.register(self._sock.fileno(), _IN)
+        deadline = time.monotonic() + self._options.close_timeout
+        buf = bytearray(65536)
+        while True:
+            try:
+                n = self._recv_into(buf)
+            except _WOULD_BLOCK:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                poller.wait(left)
+                continue
+            except OSError:
+                return
+            if n == 0:
+                return
