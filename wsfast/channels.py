@@ -466,7 +466,8 @@ class Channel:
         ``overflow=True`` places everything, beyond the capacity (for values a
         receiver is about to take itself, see :meth:`Source.fetch`, or the last
         values of a stream that has ended). Raises ChannelClosed on a closed channel
-        (nothing is sent then).
+        (nothing is sent then). The channel may keep ``values`` itself (handed to a
+        waiting iterator): do not change the sequence afterwards.
         """
         n = len(values)
         i = start

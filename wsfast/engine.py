@@ -485,7 +485,8 @@ class Engine:
             self._channel_gone = True
             i = len(self._held)
         if i:
-            del self._held[:i]
+            # rebind, never mutate: the channel may have kept the list (a hand-off)
+            self._held = self._held[i:]
             if not self._held:
                 # reading resumes: the time spent waiting for the consumer is not silence
                 self._last_data = time.monotonic()
@@ -553,20 +554,42 @@ class Engine:
             if state is CLOSED:
                 return False
             now = time.monotonic()
-            if state is CLOSING and close_deadline is None:
-                close_deadline = now + opts.close_timeout
-            # Read now, or say how long to wait before looking again.
+            # The deadlines first: a stream that never lets the socket run dry must not
+            # postpone them.
+            if state is CLOSING:
+                if close_deadline is None:
+                    close_deadline = now + opts.close_timeout
+                elif now >= close_deadline:
+                    with self._lock:
+                        proto.close_timed_out()
+                        self._room.notify_all()
+                    self._abort()
+                    return True
+            wait = None if close_deadline is None else close_deadline - now
             want_read = False
-            wait: Optional[float] = None
-            read_deadline = None
-            if self._rlock.acquire(False):
+            if not self._rlock.acquire(False):
+                # a receiver is reading or waiting on the socket: look again after a
+                # lease, or when it wakes us giving the socket back
+                wait = _LEASE if wait is None else min(wait, _LEASE)
+            else:
                 try:
                     if self._held:
                         self._offer_held()
-                    if self._held and not dropping:
-                        pass   # paused for room: the channel resumes us
+                    paused = bool(self._held) and not dropping
+                    if read_timeout is not None and not paused:
+                        # (while paused for room the clock stands: the consumer is slow,
+                        # not the server silent)
+                        read_deadline = self._last_data + read_timeout
+                        if now >= read_deadline:
+                            self._fail(Timeout(f"read timeout: no message for {read_timeout:g} s",
+                                               url=self.url), CLOSE_CODES.GOING_AWAY, "read timeout")
+                            continue
+                        wait = read_deadline - now if wait is None else min(wait, read_deadline - now)
+                    if paused:
+                        pass   # the channel resumes us when it has room
                     elif now < self._lease_end:
-                        wait = self._lease_end - now   # a receiver reads the socket itself
+                        # a receiver read the socket a moment ago: leave it to it
+                        wait = self._lease_end - now if wait is None else min(wait, self._lease_end - now)
                     else:
                         if self._held:   # closing: what does not fit is dropped
                             self._held = []
@@ -578,32 +601,13 @@ class Engine:
                                 self._flush()
                             continue   # read until the socket would block
                         want_read = True
-                        if read_timeout is not None:
-                            read_deadline = self._last_data + read_timeout
                 finally:
                     self._rlock.release()
-            else:
-                wait = _LEASE   # a receiver is reading or waiting on the socket
-            if read_deadline is not None:
-                if now >= read_deadline:
-                    self._fail(Timeout(f"read timeout: no message for {read_timeout:g} s", url=self.url),
-                               CLOSE_CODES.GOING_AWAY, "read timeout")
-                    continue
-                wait = read_deadline - now if wait is None else min(wait, read_deadline - now)
-            if close_deadline is not None:
-                if now >= close_deadline:
-                    with self._lock:
-                        proto.close_timed_out()
-                        self._room.notify_all()
-                    self._abort()
-                    return True
-                wait = close_deadline - now if wait is None else min(wait, close_deadline - now)
             want = (_IN if want_read else 0) | (_OUT if writing else 0)
             if want != interest:
                 poller.register(sock_fd, want)
                 interest = want
-            events = poller.wait(wait)
-            for fd, _ev in events:
+            for fd, _ev in poller.wait(wait):
                 if fd == wake_fd:
                     try:
                         self._wake_r.recv(4096)

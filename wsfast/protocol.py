@@ -119,12 +119,13 @@ class Protocol:
         self.messages_out = 0
         self.bytes_out = 0
         # the ordered output: frames (bytes) not yet taken by data_to_send()
-        self._out: List[bytes] = []
-        self.output_size = 0
-        self._queue(handshake.build_request(
+        # (the request is not counted in bytes_out: that counts WebSocket frames)
+        request = handshake.build_request(
             host_header=target.host_header, resource=target.resource, key=self._key,
             headers=options.headers, protocols=options.protocols,
-            extensions=handshake.extension_offer(options.compression)))
+            extensions=handshake.extension_offer(options.compression))
+        self._out: List[bytes] = [request]
+        self.output_size = len(request)
 
     # ------------------------------------------------------------------ output
 
