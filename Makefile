@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.wsfast-installed
 DOCS_STAMP := $(VENV)/.wsfast-docs-tools
 LINT_STAMP := $(VENV)/.wsfast-lint-tools
 
-.PHONY: test test-fast demo bench bench-e2e lint docs lint-workflows clean
+.PHONY: test test-fast test-deep demo bench bench-e2e lint docs lint-workflows clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,16 @@ test: $(STAMP)
 # Everyday run: skips the long Autobahn compression cases.
 test-fast: $(STAMP)
 	$(PY) -m pytest tests -q -m "not slow"
+
+# The property tests (codec; protocol once tests/test_protocol.py exists) with the "deep"
+# hypothesis profile (tests/conftest.py: random seeds, 20x the examples, failures kept in
+# .hypothesis/): on the compiled codec, then on the pure-Python one.
+DEEP_TESTS := $(wildcard tests/test_codec.py tests/test_protocol.py)
+
+test-deep: $(STAMP)
+	$(PY) -c "import wsfast.codec as c; assert c.COMPILED, 'the compiled codec did not build'"
+	WSFAST_HYPOTHESIS_PROFILE=deep $(PY) -m pytest $(DEEP_TESTS) -q
+	WSFAST_HYPOTHESIS_PROFILE=deep WSFAST_PURE_PYTHON=1 $(PY) -m pytest $(DEEP_TESTS) -q
 
 demo: $(STAMP)
 	$(PY) -m wsfast demo
