@@ -358,13 +358,17 @@ def test_close_code_and_reason_reach_the_server(ws_server, clients):
     record, done = {}, threading.Event()
     srv = ws_server(recording_handler(record, done))
     c = clients(srv.url)
-    assert c.close(4001, "why") is True
+    c.close(4001, "why")
     assert done.wait(5)
     assert record["close_code"] == 4001
     assert record["close_reason"] == "why"
-    assert c.close_code == 4001   # the server echoed it
-    c2 = clients(srv.url)
-    assert c2.close(wsfast.CLOSE_CODES.INTERNAL_ERROR, "é" * 61) is True   # 122 bytes
+    assert c.close_code == 4001 and c.close_reason == "why"   # the server echoed it
+    record2, done2 = {}, threading.Event()
+    c2 = clients(ws_server(recording_handler(record2, done2)).url)
+    c2.close(wsfast.CLOSE_CODES.INTERNAL_ERROR, "é" * 61)   # 122 bytes: the longest reason
+    assert done2.wait(5)
+    assert record2["close_code"] == 1011 and record2["close_reason"] == "é" * 61
+    assert c2.closed and c2.close_code == 1011 and c2.error is None
 
 
 def test_context_manager_closes_on_exit(ws_server):
@@ -398,7 +402,7 @@ def test_close_against_a_server_that_never_answers_returns_within_close_timeout(
     srv = raw_server(script)
     c = clients(srv.url, close_timeout=0.5 * 1000)
     t0 = time.monotonic()
-    assert c.close() is True
+    c.close()
     elapsed = time.monotonic() - t0
     assert 0.4 <= elapsed < 2.0
     assert c.closed
@@ -421,15 +425,19 @@ def test_close_while_another_thread_is_blocked_in_send_returns_within_close_time
     closer_done = {}
 
     def closer():
-        closer_done["result"] = c.close()
+        try:
+            c.close()
+        except BaseException as exc:
+            closer_done["error"] = exc
+        closer_done["elapsed"] = time.monotonic() - t0
 
     t0 = time.monotonic()
     ct = threading.Thread(target=closer, daemon=True)
     ct.start()
     ct.join(5)
     assert not ct.is_alive(), "close() hung behind a blocked send"
-    assert closer_done["result"] is True
-    assert time.monotonic() - t0 < 3
+    assert "error" not in closer_done, closer_done
+    assert 0.4 <= closer_done["elapsed"] < 3   # close_timeout (500 ms), then the drop
     t.join(5)
     assert not t.is_alive(), "the blocked send was not released by close()"
     assert isinstance(send_result.get("error"), (wsfast.ConnectionClosed, wsfast.ConnectError))
@@ -452,7 +460,7 @@ def test_close_with_a_full_channel_and_an_idle_consumer_returns_promptly(raw_ser
         time.sleep(0.01)
     assert len(ch) == 10   # full: the reader is blocked on the channel
     t0 = time.monotonic()
-    assert c.close() is True
+    c.close()
     assert time.monotonic() - t0 < 2
     assert c.close_code == 1000 and c.error is None
     msgs, last = drain(ch)
@@ -627,7 +635,8 @@ def test_tls_echo_with_a_trusted_ca(ws_server, clients, tls, host):
     for i in range(200):
         c.send(f"n{i}")
     assert [receive(ch)[0].data for _ in range(200)] == [f"n{i}" for i in range(200)]
-    assert c.close() is True and c.close_code == 1000
+    c.close()
+    assert c.closed and c.close_code == 1000 and c.error is None
 
 
 def test_tls_concurrent_senders_and_reader_do_not_break_the_stream(ws_server, clients, tls):
@@ -661,7 +670,8 @@ def test_tls_concurrent_senders_and_reader_do_not_break_the_stream(ws_server, cl
     for t in threads:
         t.join(10)
     assert not failures
-    assert c.close() is True and c.close_code == 1000
+    c.close()
+    assert c.closed and c.close_code == 1000 and c.error is None
 
 
 # ---------------------------------------------------------------------- concurrency
@@ -901,17 +911,20 @@ def test_eof_without_close_frame_is_a_connect_error_with_1006(raw_server, client
 
 def test_messages_sent_together_with_the_101_response_are_delivered(raw_server, clients):
     frames = server_frame(OP_TEXT, b"early") + server_frame(OP_BINARY, b"\x01\x02")
+    got = {}
 
     def script(srv):
-        read_until_close(srv.conn)
+        got["close"] = read_until_close(srv.conn)
         srv.conn.sendall(close_frame(1000))
 
     srv = raw_server(script, after_101=frames)
     c = clients(srv.url)
     ch = c.channel()
     assert [receive(ch)[0].data for _ in range(2)] == ["early", b"\x01\x02"]
-    assert c.close() is True
+    c.close()
     assert c.close_code == 1000
+    assert srv.done.wait(5) and srv.error is None
+    assert got["close"] == (1000, "", [])   # the close frame, nothing before it
 
 
 # ---------------------------------------------------------------------- send validation
@@ -954,7 +967,8 @@ def test_send_argument_validation(ws_server, clients):
     assert msg.type == "text" and msg.data == "café"
     assert c.send(bytearray(b"ba"), wsfast.BINARY) and receive(ch)[0].data == b"ba"
     assert c.send(memoryview(b"mv")) and receive(ch)[0].data == b"mv"
-    assert c.close() is True
+    c.close()
+    assert c.close_code == 1000 and c.error is None
 
 
 def test_connect_option_errors_happen_before_any_connection():
@@ -999,7 +1013,7 @@ def test_reader_thread_exits_after_every_kind_of_ending(ws_server, raw_server, e
             c.channel().close()
             c.send("dropped")
             time.sleep(0.1)
-        assert c.close() is True
+        c.close()
     elif ending == "server_close":
         c = wsfast.connect(ws_server(recording_handler({}, threading.Event(),
                                                        close=(1001, ""))).url)
@@ -1013,7 +1027,7 @@ def test_reader_thread_exits_after_every_kind_of_ending(ws_server, raw_server, e
         c = wsfast.connect(raw_server(lambda s: None).url)
     else:
         c = wsfast.connect(raw_server(lambda s: s.stop.wait(20)).url, close_timeout=300)
-        assert c.close() is True
+        c.close()
     assert drain(c.channel())[1] == (None, False)
     assert c.closed
     assert wait_no_readers(c.url, 2.0) == []
@@ -1061,9 +1075,13 @@ def test_select_over_two_clients_with_a_keepalive_timer(ws_server, clients):
     assert got[ch1] == [f"a:{i}" for i in range(n)]
     assert got[ch2] == [f"b:{i}" for i in range(n)]
     assert pings >= 1
-    assert r.channel is not None
+    # the last selection: the last message of one of the streams, from its own channel
+    assert not r.default and r.ok
+    assert (r.channel, r.value.data) in ((ch1, f"a:{n - 1}"), (ch2, f"b:{n - 1}"))
     assert len(ch1) == 0 and len(ch2) == 0
-    assert c1.close() and c2.close()
+    c1.close()
+    c2.close()
+    assert c1.close_code == 1000 and c2.close_code == 1000
 
 
 def test_messages_arriving_during_close_are_delivered_while_the_channel_has_room(raw_server, clients):
@@ -1075,7 +1093,7 @@ def test_messages_arriving_during_close_are_delivered_while_the_channel_has_room
 
     srv = raw_server(script)
     c = clients(srv.url, close_timeout="5s")
-    assert c.close() is True
+    c.close()
     assert [m.data for m in c.channel()] == [f"late{i}" for i in range(20)]
     assert c.close_code == 1000
 
