@@ -1174,13 +1174,27 @@ def test_closing_from_another_thread_ends_a_receive_waiting_on_a_silent_socket(
     with pytest.raises(wsfast.Timeout):
         ch.receive(timeout=0.05)     # bounded by the caller's timeout, not the poll slice
     result = {}
-    t = threading.Thread(target=lambda: result.update(r=ch.receive(timeout=10)))
+
+    def consumer():
+        try:
+            result["r"] = ch.receive(timeout=10)
+        except BaseException as exc:
+            result["error"] = exc
+        result["at"] = time.monotonic()
+
+    t = threading.Thread(target=consumer, daemon=True)
     t.start()
-    time.sleep(0.05)                 # let it wait on the socket
-    if how == "channel":
-        ch.close()
-    else:
-        c.close()
-    t.join(5)
-    silent.set()
-    assert not t.is_alive() and result["r"] == (None, False)
+    try:
+        t.join(0.5)
+        assert t.is_alive() and not result, "the receive should be waiting: nothing was sent"
+        t0 = time.monotonic()
+        if how == "channel":
+            ch.close()
+        else:
+            c.close()
+        t.join(5)
+    finally:
+        silent.set()
+    assert not t.is_alive(), "the receive went on waiting after the close"
+    assert result.get("r") == (None, False), result
+    assert result["at"] - t0 < 2.0   # woken by the close, not by its own 10 s timeout
