@@ -330,18 +330,34 @@ class Engine:
                     raise Timeout("write timeout", url=self.url)
             self._room.wait(left)
 
-    def _flush(self) -> bool:
-        """Reader thread: write the queue until the socket would block; True when all is out."""
+    def _flush(self, linger: bool = False) -> bool:
+        """Reader thread: write the queue until the socket would block or it is empty;
+        True when everything is out and writing is handed back to the senders.
+
+        ``linger``: when the queue runs empty, wait ``_COALESCE_GAP`` once for more.
+        If more came, write it and keep the writing (return False; the caller comes
+        back once it has looked at the socket): a burst of sends goes out in a few
+        large writes and its sender never wakes this thread. If none came, hand back.
+        """
         lock = self._lock
+        lingered = False
         while True:
             with lock:
                 chunk = self._inflight
                 if chunk is None:
                     chunk = self._proto.data_to_send()
                     if not chunk:
-                        self._flushing = False
-                        self._room.notify_all()
-                        return True
+                        if lingered or not linger:
+                            if lingered and self._last_send > lingered:
+                                return False   # a sender is busy: keep the writing
+                            self._flushing = False
+                            self._room.notify_all()
+                            return True
+                        chunk = None
+            if chunk is None:
+                lingered = time.monotonic()
+                time.sleep(_COALESCE_GAP)   # senders append meanwhile, without waking us
+                continue
             try:
                 sent = self._send(chunk)   # outside the lock: senders keep queueing
             except _WOULD_BLOCK:
@@ -598,7 +614,7 @@ class Engine:
                             if msgs:
                                 self._deliver(msgs, dropping)
                             if writing:
-                                self._flush()
+                                self._flush(True)
                             continue   # read until the socket would block
                         want_read = True
                 finally:
@@ -614,7 +630,7 @@ class Engine:
                     except OSError:
                         pass
             if writing:
-                self._flush()
+                self._flush(True)
 
     def _fail(self, error: Error, code: int, reason: str) -> None:
         with self._lock:
