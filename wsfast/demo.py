@@ -80,6 +80,7 @@ class ServerProcess:
         self.events: List[str] = []
         self.proc: Optional[subprocess.Popen] = None
         self._lines: queue.Queue = queue.Queue()
+        self._pump_thread: Optional[threading.Thread] = None
 
     @property
     def pid(self) -> Optional[int]:
@@ -105,7 +106,9 @@ class ServerProcess:
                                          **flags)
         except OSError as exc:
             raise ServerProcessError(f"cannot start the demo server: {exc}") from exc
-        threading.Thread(target=self._pump, name="wsfast-demo-server-stdout", daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, name="wsfast-demo-server-stdout",
+                                             daemon=True)
+        self._pump_thread.start()
         try:
             first = self._lines.get(timeout=timeout)
         except queue.Empty:
@@ -164,7 +167,11 @@ class ServerProcess:
             if self.wait_exit(_STOP_TIMEOUT) is None:
                 proc.kill()
                 self.wait_exit(_STOP_TIMEOUT)
-        if proc.stdout is not None:
+        # Its stdout reaches EOF once it has exited: let the reader thread see it, then close.
+        pump = self._pump_thread
+        if pump is not None:
+            pump.join(_STOP_TIMEOUT)
+        if proc.stdout is not None and (pump is None or not pump.is_alive()):
             try:
                 proc.stdout.close()
             except OSError:
