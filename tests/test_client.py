@@ -1198,3 +1198,133 @@ def test_closing_from_another_thread_ends_a_receive_waiting_on_a_silent_socket(
     assert not t.is_alive(), "the receive went on waiting after the close"
     assert result.get("r") == (None, False), result
     assert result["at"] - t0 < 2.0   # woken by the close, not by its own 10 s timeout
+
+
+# ---------------------------------------------------------------------- a full channel and writes
+
+def _wait_full(ch, capacity, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while len(ch) < capacity and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return len(ch) >= capacity
+
+
+def _read_message_and_pong(sock, deadline):
+    """Server side: read client frames until one whole data message and a pong have come, or
+    until ``deadline`` (monotonic); returns ``(message or None, pong payloads, other frames)``."""
+    message, complete, pongs, others = bytearray(), False, [], []
+    while not (complete and pongs):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        sock.settimeout(left)
+        try:
+            fin, opcode, payload, _masked = read_frame(sock)
+        except (OSError, EOFError):   # socket.timeout is an OSError
+            break
+        if opcode == OP_PONG:
+            pongs.append(payload)
+        elif opcode in (OP_BINARY, 0x0) and not complete:
+            message += payload
+            complete = fin
+        else:
+            others.append((opcode, payload[:20]))
+    return (bytes(message) if complete else None), pongs, others
+
+
+def test_a_full_receive_channel_does_not_stop_outgoing_writes_pongs_included(raw_server, clients):
+    # Issue 10. The consumer never reads: the channel fills, the reader stops reading the
+    # socket (backpressure). Writing must go on: a large message under way and the pong.
+    # (Before the engine rewrite the reader parked on the full channel and the queued
+    # writes were never flushed.)
+    big = random.randbytes(32 * MiB)
+    send_started, frames_sent, may_read, read_done = (threading.Event() for _ in range(4))
+    got = {}
+
+    def script(srv):
+        if not send_started.wait(20):
+            raise TimeoutError("the test never started its send")
+        # nothing read yet: the client's 32 MiB are stuck in the TCP buffers
+        srv.conn.sendall(b"".join(server_frame(OP_TEXT, b"m%d" % i) for i in range(300))
+                         + server_frame(OP_PING, b"still there?"))
+        frames_sent.set()
+        if not may_read.wait(20):
+            raise TimeoutError("the test never let the server read")
+        t0 = time.monotonic()
+        got["message"], got["pongs"], got["others"] = _read_message_and_pong(srv.conn, t0 + 5)
+        got["elapsed"] = time.monotonic() - t0
+        read_done.set()
+        got["close"] = read_until_close(srv.conn, 10)[:2]
+        srv.conn.sendall(close_frame(1000))
+
+    srv = raw_server(script)
+    c = clients(srv.url, channel_capacity=10, close_timeout="2s")
+    ch = c.channel()   # the idle consumer: never reads it
+    send_result = {}
+
+    def sender():
+        try:
+            send_result["ok"] = c.send(big)
+        except wsfast.Error as exc:
+            send_result["error"] = exc
+
+    st = threading.Thread(target=sender, daemon=True)
+    st.start()
+    time.sleep(0.3)    # the send is under way, blocked or queued: the server is not reading
+    send_started.set()
+    try:
+        assert frames_sent.wait(10)
+        assert _wait_full(ch, 10), f"the channel did not fill: {len(ch)} messages"
+    finally:
+        may_read.set()   # only now does the server read
+    assert read_done.wait(15)
+    message, pongs = got["message"], got["pongs"]
+    assert message is not None, (
+        f"the 32 MiB message did not reach the server within 5 s (pongs {pongs}, "
+        f"other frames {got['others']})")
+    assert len(message) == len(big) and hashlib.sha256(message).digest() == hashlib.sha256(big).digest()
+    assert pongs == [b"still there?"]
+    st.join(5)
+    assert send_result == {"ok": True}
+    c.close()
+    assert srv.done.wait(5) and srv.error is None, srv.error
+    assert got["close"] == (1000, "")
+    assert c.close_code == 1000
+
+
+def test_close_from_another_thread_with_a_full_channel_and_an_idle_consumer(raw_server, clients):
+    got = {}
+
+    def script(srv):
+        srv.conn.sendall(b"".join(server_frame(OP_TEXT, b"m%d" % i) for i in range(300))
+                         + server_frame(OP_PING, b"still there?"))
+        code, reason, before = read_until_close(srv.conn, 10)
+        got["close"], got["before"] = (code, reason), before
+        srv.conn.sendall(close_frame(code, reason))
+
+    srv = raw_server(script)
+    c = clients(srv.url, channel_capacity=10, close_timeout="2s")
+    ch = c.channel()   # the idle consumer: never reads it until the end
+    assert _wait_full(ch, 10), f"the channel did not fill: {len(ch)} messages"
+    closer_done = {}
+
+    def closer():
+        t0 = time.monotonic()
+        try:
+            c.close(4001, "bye")
+        except BaseException as exc:
+            closer_done["error"] = exc
+        closer_done["elapsed"] = time.monotonic() - t0
+
+    ct = threading.Thread(target=closer, daemon=True)
+    ct.start()
+    ct.join(5)
+    assert not ct.is_alive(), "close() hung"
+    assert "error" not in closer_done, closer_done
+    assert closer_done["elapsed"] < 2.0   # within close_timeout: the server answered
+    assert srv.done.wait(5) and srv.error is None, srv.error
+    assert got["close"] == (4001, "bye")   # the close frame reached the server
+    assert c.closed and c.close_code == 4001 and c.close_reason == "bye" and c.error is None
+    msgs, last = drain(ch)
+    assert [m.data for m in msgs] == [f"m{i}" for i in range(len(msgs))]   # a prefix, in order
+    assert len(msgs) >= 10 and last == (None, False)
