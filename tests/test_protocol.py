@@ -14,6 +14,8 @@ import zlib
 
 import pytest
 from conftest import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, accept_for, close_frame, server_frame
+from hypothesis import given
+from hypothesis import strategies as st
 
 import wsfast
 from wsfast.errors import ConnectError, ConnectionClosed, HandshakeError, ProtocolError, Timeout
@@ -424,3 +426,71 @@ def test_stats_count_messages_and_wire_bytes_both_ways():
     data = server_frame(OP_TEXT, b"a") + server_frame(OP_TEXT, b"b")
     p.receive_data(data)
     assert p.messages_in == 2 and p.bytes_in == len(data)
+
+
+# ---------------------------------------------------------------------- properties
+
+_server_events = st.lists(st.one_of(
+    st.tuples(st.just("text"), st.text(max_size=300)),
+    st.tuples(st.just("binary"), st.binary(max_size=300)),
+    st.tuples(st.just("ping"), st.binary(max_size=125)),
+), max_size=20)
+
+
+@given(events=_server_events, close=st.booleans(), data=st.data())
+def test_any_split_of_a_response_and_frames_gives_the_same_messages_and_output(events, close, data):
+    stream = bytearray(response_101())
+    expected, pongs = [], []
+    for kind, value in events:
+        if kind == "text":
+            stream += server_frame(OP_TEXT, value.encode())
+            expected.append(("text", value))
+        elif kind == "binary":
+            stream += server_frame(OP_BINARY, value)
+            expected.append(("binary", value))
+        else:
+            stream += server_frame(OP_PING, value)
+            pongs.append(value)
+    if close:
+        stream += close_frame(1000, "done")
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12)))
+    p = new()
+    p.data_to_send()
+    got = []
+    for a, b in zip([0] + cuts, cuts + [len(stream)]):
+        got += p.receive_data(bytes(stream[a:b]))
+    assert [(m.type, m.data) for m in got] == expected
+    frames = client_frames(p.data_to_send())
+    assert [payload for _, op, _, payload in frames if op == OP_PONG] == pongs
+    if close:
+        assert p.state is CLOSED and p.close_code == 1000 and p.error is None
+        assert frames[-1][1] == OP_CLOSE
+    else:
+        assert p.state is OPEN and all(op == OP_PONG for _, op, _, _ in frames)
+
+
+@given(actions=st.lists(st.one_of(
+    st.tuples(st.just("text"), st.text(max_size=200)),
+    st.tuples(st.just("binary"), st.binary(max_size=70000)),
+    st.tuples(st.just("ping"), st.binary(max_size=125)),
+), max_size=15), take_every=st.integers(1, 5))
+def test_what_is_sent_leaves_in_order_however_often_the_output_is_taken(actions, take_every):
+    p = opened()
+    out = bytearray()
+    expected = []
+    for i, (kind, value) in enumerate(actions):
+        if kind == "ping":
+            p.send_ping(value)
+            expected.append((OP_PING, value))
+        else:
+            p.send_message(value)
+            payload = value.encode() if kind == "text" else value
+            expected.append((OP_TEXT if kind == "text" else OP_BINARY, payload))
+        if i % take_every == 0:
+            size = p.output_size
+            taken = p.data_to_send()
+            assert size == len(taken)
+            out += taken
+    out += p.data_to_send()
+    assert [(op, payload) for _, op, _, payload in client_frames(bytes(out))] == expected
+    assert p.output_size == 0
