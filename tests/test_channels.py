@@ -903,3 +903,54 @@ def test_a_waiting_iterator_takes_a_whole_batch_in_one_hand_off_and_returns_the_
     assert not t.is_alive()
     assert got == [0, 1, 2]
     assert [ch.receive(timeout=1)[0] for _ in range(97)] == list(range(3, 100))
+
+
+def test_an_iterator_and_receive_on_one_channel_never_duplicate_or_lose_a_value():
+    for _ in range(3):   # the race, where it exists, shows in about one run of three
+        _iterate_and_receive_together(Channel(64), 200_000)
+
+
+def _iterate_and_receive_together(ch, n):
+    import sys
+
+    got_iter, got_recv = [], []
+
+    def by_iteration():
+        for v in ch:
+            got_iter.append(v)
+
+    def by_receive():
+        while True:
+            v, ok = ch.receive()
+            if not ok:
+                return
+            got_recv.append(v)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)   # switch threads as often as possible
+    try:
+        threads = [spawn(by_iteration), spawn(by_receive)]
+        for i in range(n):
+            ch.send(i)
+        ch.close()
+        for t in threads:
+            t.join(60)
+    finally:
+        sys.setswitchinterval(old)
+    assert sorted(got_iter + got_recv) == list(range(n))
+    assert got_iter == sorted(got_iter) and got_recv == sorted(got_recv)
+
+
+def test_values_an_iterator_gives_back_reach_a_receiver_that_parked_meanwhile():
+    ch = Channel(8)
+    for i in range(3):
+        ch.send(i)
+    it = iter(ch)
+    assert next(it) == 0   # the iterator took 0, 1, 2 as its batch
+    got = []
+    t = spawn(lambda: got.append(ch.receive(timeout=5)))
+    wait_until(lambda: len(ch._recvq) == 1)   # parked: the buffer is empty
+    it.close()   # 1 and 2 go back: the parked receiver gets 1
+    t.join(5)
+    assert got == [(1, True)]
+    assert ch.receive(timeout=0) == (2, True)

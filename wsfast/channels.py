@@ -260,12 +260,16 @@ class Channel:
         source's :meth:`offer` (the WebSocket reader: one socket read's messages).
         """
         lock = self._lock
-        buf = self._buf
         while True:
             with lock:
-                if buf:
-                    batch = list(buf)
-                    buf.clear()
+                if self._buf:
+                    # Swap the buffer instead of copying and clearing it: a lock-free
+                    # receive() (``self._buf.popleft()``: no thread switch between loading
+                    # the attribute and the pop) takes from the old deque before the swap
+                    # or from the new one after it, never a value of this batch.
+                    fresh = deque()
+                    old, self._buf = self._buf, fresh
+                    batch = list(old)
                     if self._sendq or self._refused:
                         self._refill()
                 else:
@@ -284,8 +288,7 @@ class Channel:
             finally:
                 rest = list(it)
                 if rest:
-                    with lock:
-                        buf.extendleft(reversed(rest))
+                    self._give_back(rest)
 
     def _refill(self) -> None:
         # Called with the lock held after a value left the buffer: admit parked senders
@@ -364,11 +367,7 @@ class Channel:
             if not self._cancel(w, q):
                 _await_done(w)
                 if q is self._recvq and w.ok:
-                    if _many(w.value):
-                        with self._lock:
-                            self._buf.extendleft(reversed(w.value.items))
-                    else:
-                        self._push_back(w.value)
+                    self._give_back(w.value.items if _many(w.value) else [w.value])
             raise
         if self._cancel(w, q):
             return False
@@ -385,8 +384,25 @@ class Channel:
 
     def _push_back(self, value: Any) -> None:
         # A received value whose receiver was interrupted goes back to the front.
+        self._give_back([value])
+
+    def _give_back(self, values: List[Any]) -> None:
+        """Values taken but not consumed go back ahead of everything buffered; receivers
+        that parked meanwhile (the buffer looked empty) get them first."""
         with self._lock:
-            self._buf.appendleft(value)
+            recvq = self._recvq
+            i = 0
+            n = len(values)
+            while recvq and i < n:
+                w = recvq.popleft()
+                if _claim(w):
+                    w.value = values[i]
+                    i += 1
+                    w.ok = True
+                    w.done = True
+                    w.park.release()
+            if i < n:
+                self._buf.extendleft(reversed(values[i:] if i else values))
 
     # -- select support (called with the lock held) -------------------------------------
 
@@ -412,6 +428,8 @@ class Channel:
                 return value, True
         if self._closed:
             return None, False
+        if self._refused:
+            self._refill()   # (a lock-free receive drained it: the source may go on)
         return None
 
     def _try_send_locked(self, value: Any) -> bool:
