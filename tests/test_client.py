@@ -13,10 +13,12 @@ import time
 import pytest
 from conftest import (
     OP_BINARY,
+    OP_CLOSE,
     OP_PING,
     OP_PONG,
     OP_TEXT,
     close_frame,
+    parse_close,
     read_frame,
     read_until_close,
     server_frame,
@@ -1328,3 +1330,88 @@ def test_close_from_another_thread_with_a_full_channel_and_an_idle_consumer(raw_
     msgs, last = drain(ch)
     assert [m.data for m in msgs] == [f"m{i}" for i in range(len(msgs))]   # a prefix, in order
     assert len(msgs) >= 10 and last == (None, False)
+
+
+def test_read_timeout_fires_while_only_pings_arrive_and_a_consumer_reads_the_socket(raw_server, clients):
+    # Control frames are not data: a stream of pings every 0.5 ms must not keep a
+    # connection alive past read_timeout, even while a consumer waits on the socket.
+    def script(srv):
+        srv.conn.settimeout(5)
+        for i in range(50):   # messages first: the consumer reads the socket itself
+            srv.conn.sendall(server_frame(OP_TEXT, b"m%d" % i))
+            time.sleep(0.001)
+        ping = server_frame(OP_PING, b"")
+        end = time.monotonic() + 4
+        try:
+            while time.monotonic() < end and not srv.stop.is_set():
+                srv.conn.sendall(ping)
+                time.sleep(0.0005)
+        except OSError:
+            pass   # the client gave up on us: what the test wants
+
+    srv = raw_server(script)
+    c = clients(srv.url, read_timeout="300ms", close_timeout="1s")
+    got = []
+    t0 = time.monotonic()
+    consumer = threading.Thread(target=lambda: got.extend(c.channel()), daemon=True)
+    consumer.start()   # an iterator: it waits on the socket itself with no timeout of its own
+    consumer.join(3)
+    took = time.monotonic() - t0
+    srv.stop.set()
+    assert not consumer.is_alive(), "pings alone kept the connection open past read_timeout"
+    assert [m.data for m in got] == [f"m{i}" for i in range(50)]
+    assert isinstance(c.error, wsfast.Timeout) and "read timeout" in str(c.error)
+    assert took < 2.5, f"the read timeout of 0.3 s took {took:.2f} s to fire"
+
+
+def test_close_delivers_the_messages_that_came_before_it_even_with_a_full_channel(raw_server, clients):
+    def script(srv):
+        srv.conn.sendall(b"".join(server_frame(OP_TEXT, b"m%d" % i) for i in range(20)))
+        code, reason, _ = read_until_close(srv.conn, 10)
+        srv.conn.sendall(close_frame(code, reason))
+
+    srv = raw_server(script)
+    c = clients(srv.url, channel_capacity=4, close_timeout="3s")
+    ch = c.channel()
+    assert _wait_full(ch, 4)
+    time.sleep(0.2)   # the other 16 are read and held: the channel has no room for them
+    c.close()
+    msgs, last = drain(ch)
+    assert [m.data for m in msgs] == [f"m{i}" for i in range(20)]
+    assert last == (None, False) and c.close_code == 1000 and c.error is None
+
+
+def test_a_small_send_timing_out_on_a_full_queue_leaves_the_connection_usable(raw_server, clients):
+    may_read = threading.Event()
+    got = {}
+
+    def script(srv):
+        if not may_read.wait(20):
+            raise TimeoutError("the test never let the server read")
+        srv.conn.settimeout(10)
+        frames = []
+        while True:
+            fin, opcode, payload, _ = read_frame(srv.conn)
+            if opcode == OP_CLOSE:
+                got["close"] = parse_close(payload)
+                break
+            frames.append(payload)
+        got["frames"] = frames
+        srv.conn.sendall(close_frame(1000))
+
+    srv = raw_server(script)
+    c = clients(srv.url, write_timeout="300ms", close_timeout="3s")
+    sent = 0
+    t0 = time.monotonic()
+    with pytest.raises(wsfast.Timeout):
+        while time.monotonic() - t0 < 30:
+            c.send(b"%08d" % sent + b"x" * 1016)
+            sent += 1
+    assert not c.closed and c.error is None, "a send that wrote nothing must not end the connection"
+    may_read.set()
+    c.send(b"after")
+    c.close()
+    srv.done.wait(10)
+    assert srv.error is None, srv.error
+    assert got["frames"] == [b"%08d" % i + b"x" * 1016 for i in range(sent)] + [b"after"]
+    assert got["close"] == (1000, "") and c.close_code == 1000

@@ -35,7 +35,7 @@ from .channels import Channel
 from .constants import CLOSE_CODES
 from .errors import ChannelClosed, ConnectError, Error, Timeout
 from .options import Options
-from .protocol import CLOSED, CLOSING, CONNECTING, Protocol
+from .protocol import CLOSED, CLOSING, CONNECTING, OPEN, Protocol
 from .transport import remaining
 
 __all__ = ["Engine", "upgrade"]
@@ -180,9 +180,11 @@ class Engine:
         self._proto = proto
         self._inflight: Any = None      # bytes taken from the Protocol, not all written yet
         self._flushing = False          # the reader thread owns writing (a queue exists)
-        self._written = proto.bytes_out  # bytes written so far (the request is out)
+        # bytes of frames written so far (pongs for pings that came with the 101 are not)
+        self._written = proto.bytes_out - proto.output_size
         self._last_send = 0.0           # when the last send() was made
         self._user_closed = False       # close() was called: deliver only what fits
+        self._close_deadline: Optional[float] = None   # set once by the reader thread
         self._latency: Optional[float] = None   # the last ping's round trip, seconds
 
         # -- guarded by _rlock: held by whoever reads the socket
@@ -245,24 +247,26 @@ class Engine:
         ConnectError, UnicodeEncodeError (a lone surrogate)."""
         with self._lock:
             proto = self._proto
+            deadline = None
             if proto.bytes_out - self._written >= _WRITE_HIGH:
-                self._wait_room(None)
+                deadline = self._wait_room(None, None)   # nothing of ours is queued yet
+            start = proto.bytes_out
             proto.send_message(data, opcode)
-            if self._flushing:
-                if proto.bytes_out - self._written >= _WRITE_HIGH:
-                    self._wait_room(proto.bytes_out)
-                return
+            end = proto.bytes_out
             now = time.monotonic()
-            if now - self._last_send < _COALESCE_GAP:
+            if self._flushing:
+                self._last_send = now   # the reader keeps the writing while this goes on
+            elif now - self._last_send < _COALESCE_GAP:
                 # back-to-back sends: the reader thread writes them together
                 self._last_send = now
                 self._flushing = True
                 self._wake_reader()
-                return
-            self._last_send = now
-            self._write_locked()
-            if self._flushing and proto.bytes_out - self._written >= _WRITE_HIGH:
-                self._wait_room(proto.bytes_out)
+            else:
+                self._last_send = now
+                self._write_locked()
+            if end - start >= _WRITE_HIGH and self._written < end:
+                # a message over the bound is waited for like a blocking write
+                self._wait_room(end, deadline)
 
     def ping(self, data: bytes) -> None:
         """Send a ping. Raises ConnectionClosed, ConnectError."""
@@ -282,10 +286,10 @@ class Engine:
                     self._write_locked()
                 except Error:
                     pass   # the reader thread sees the broken socket and ends the connection
-        self._wake_reader()   # it times close_timeout
-        if not self._ended.wait(self._options.close_timeout + 1.0):
-            self._abort()     # the reader thread did not end it in time: drop the socket
-            self._ended.wait(1.0)
+        self._wake_reader()   # it times close_timeout, then drops the connection
+        if not self._ended.wait(self._options.close_timeout + 0.5):
+            self._abort()     # a safety net: the reader thread ends it at close_timeout
+            self._ended.wait(0.5)
 
     def _write_locked(self) -> None:
         """Write what the Protocol has to send, now (non-blocking); the rest goes to the
@@ -309,26 +313,32 @@ class Engine:
             self._flushing = True
             self._wake_reader()
 
-    def _wait_room(self, end: Optional[int]) -> None:
+    def _wait_room(self, end: Optional[int], deadline: Optional[float]) -> Optional[float]:
         """Wait (``_lock`` held, released while waiting) until the queue is under its
-        bound, or (``end``: the stream offset just past this sender's frame, already
-        queued) until that frame is written. Raises ConnectionClosed when the
-        connection ends first, Timeout after write_timeout."""
+        bound (``end`` None: nothing of this sender's is queued), or until this
+        sender's frame, queued up to stream offset ``end``, is written. ``deadline``:
+        the send's write_timeout deadline (None: start it now). Returns the deadline.
+        Raises ConnectionClosed when the connection ends first, Timeout at the
+        deadline: the connection stays usable when nothing of the frame was written,
+        and is dropped when it was cut half way (the stream can no longer be framed)."""
         timeout = self._options.write_timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
+        if deadline is None and timeout is not None:
+            deadline = time.monotonic() + timeout
         proto = self._proto
-        while proto.bytes_out - self._written >= _WRITE_HIGH and (end is None or self._written < end):
+        while (self._written < end) if end is not None else (proto.bytes_out - self._written >= _WRITE_HIGH):
             if proto.state is CLOSED:
                 raise proto.closed_error()
             left = None
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    if end is not None:   # our frame is half out: the stream cannot be trusted
-                        proto.fail(Timeout("write timeout", url=self.url))
+                    if end is not None:
+                        proto.abort(Timeout("write timeout: a message was left half written", url=self.url))
+                        self._room.notify_all()
                         self._abort()
                     raise Timeout("write timeout", url=self.url)
             self._room.wait(left)
+        return deadline
 
     def _flush(self, linger: bool = False) -> bool:
         """Reader thread: write the queue until the socket would block or it is empty;
@@ -427,7 +437,7 @@ class Engine:
             over = proto.state is CLOSED
             if over:
                 self._room.notify_all()
-        if msgs:
+        if msgs or target is not None:   # (a large message arriving is data too)
             self._last_data = time.monotonic()
         if over:
             self._over = True
@@ -442,7 +452,7 @@ class Engine:
             return False   # someone reads already: it delivers
         try:
             ch = self.channel
-            if self._over or self._channel_gone or len(ch):
+            if self._channel_gone or len(ch):
                 return False
             if self._held:
                 held, self._held = self._held, []
@@ -455,6 +465,8 @@ class Engine:
                 self._last_data = self._lease_end = time.monotonic()
                 self._lease_end += _LEASE
                 return True
+            if self._over:
+                return False
             now = time.monotonic()
             limit = None if timeout is None else now + timeout
             end = now + _LEASE if limit is None else min(limit, now + _LEASE)
@@ -472,10 +484,12 @@ class Engine:
                     return False
                 now = time.monotonic()
                 if msgs is not None:
-                    # bytes but no whole message yet (a large one, or control frames):
-                    # keep reading it here while it flows
-                    end = now + _LEASE if limit is None else min(limit, now + _LEASE)
-                    continue
+                    if self._target is not None:
+                        # part of a large message: go on reading it here while it flows
+                        end = now + _LEASE if limit is None else min(limit, now + _LEASE)
+                    if now < end:
+                        continue   # (control frames alone never stretch the wait)
+                    break
                 if now >= end:
                     break
                 waiter = self._consumer_poll
@@ -527,7 +541,7 @@ class Engine:
         try:
             dropped = self._serve()
             if not dropped:
-                self._final_flush()
+                self._final_flush(self._close_deadline)
             self._end_channel()
             with self._lock:
                 drain = not dropped and not self._proto.eof
@@ -574,7 +588,7 @@ class Engine:
             # postpone them.
             if state is CLOSING:
                 if close_deadline is None:
-                    close_deadline = now + opts.close_timeout
+                    close_deadline = self._close_deadline = now + opts.close_timeout
                 elif now >= close_deadline:
                     with self._lock:
                         proto.close_timed_out()
@@ -592,7 +606,7 @@ class Engine:
                     if self._held:
                         self._offer_held()
                     paused = bool(self._held) and not dropping
-                    if read_timeout is not None and not paused:
+                    if read_timeout is not None and not paused and state is OPEN:
                         # (while paused for room the clock stands: the consumer is slow,
                         # not the server silent)
                         read_deadline = self._last_data + read_timeout
@@ -607,7 +621,14 @@ class Engine:
                         # a receiver read the socket a moment ago: leave it to it
                         wait = self._lease_end - now if wait is None else min(wait, self._lease_end - now)
                     else:
-                        if self._held:   # closing: what does not fit is dropped
+                        if self._held:
+                            # close() was called: what came before it is still
+                            # delivered (one read's worth); what comes after and
+                            # does not fit is dropped
+                            try:
+                                self.channel.offer(self._held, overflow=True)
+                            except ChannelClosed:
+                                self._channel_gone = True
                             self._held = []
                         msgs = self._read_once()
                         if msgs is not None:
@@ -637,9 +658,11 @@ class Engine:
             self._proto.fail(error, code, reason)
             self._room.notify_all()
 
-    def _final_flush(self) -> None:
-        """Write the close frame (and what was queued before it), within close_timeout."""
-        deadline = time.monotonic() + self._options.close_timeout
+    def _final_flush(self, deadline: Optional[float]) -> None:
+        """Write the close frame (and what was queued before it), by ``deadline`` (that
+        of the closing handshake, else ``close_timeout`` from now)."""
+        if deadline is None:
+            deadline = time.monotonic() + self._options.close_timeout
         poller = _Poll()
         poller.register(self._sock.fileno(), _OUT)
         with self._lock:
@@ -664,6 +687,7 @@ class Engine:
                 except ChannelClosed:
                     pass
             self._held = []
+            self._over = True   # no receiver reads from here on
             self._ended.set()
         self.channel.set_source(None)
         self.channel.close()
@@ -677,16 +701,17 @@ class Engine:
         poller.register(self._sock.fileno(), _IN)
         deadline = time.monotonic() + self._options.close_timeout
         buf = bytearray(65536)
-        while True:
-            try:
-                n = self._recv_into(buf)
-            except _WOULD_BLOCK:
+        with self._rlock:
+            while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    return   # (checked every pass: a peer that keeps sending is cut off too)
+                try:
+                    n = self._recv_into(buf)
+                except _WOULD_BLOCK:
+                    poller.wait(left)
+                    continue
+                except OSError:
                     return
-                poller.wait(left)
-                continue
-            except OSError:
-                return
-            if n == 0:
-                return
+                if n == 0:
+                    return

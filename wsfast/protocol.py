@@ -172,7 +172,10 @@ class Protocol:
         return None
 
     def receive_direct(self, n: int) -> List[Message]:
-        """``n`` bytes were read into :meth:`read_target`; return the messages completed."""
+        """``n`` bytes were read into :meth:`read_target`; return the messages completed
+        (none once the connection is CLOSED)."""
+        if self.state is not OPEN and self.state is not CLOSING:
+            return []
         self.bytes_in += n
         parser = self.parser
         msgs = parser.advance(n)
@@ -424,6 +427,16 @@ class Protocol:
                 reason = raw[:123].decode("utf-8", "ignore")
             self._fail_close = (code, reason)
             self._send_close_frame(code, reason)
+        self.state = CLOSED
+
+    def abort(self, error: Error) -> None:
+        """The stream can no longer carry a frame (a write was cut half way): the
+        connection is over, with ``error``, and nothing more is sent, not even a close
+        frame (``close_code`` 1006)."""
+        if self.error is None:
+            self.error = error
+        self._out = []
+        self.output_size = 0
         self.state = CLOSED
 
     # ------------------------------------------------------------------ outcome
