@@ -253,17 +253,15 @@ class Engine:
             start = proto.bytes_out
             proto.send_message(data, opcode)
             end = proto.bytes_out
-            now = time.monotonic()
-            if self._flushing:
-                self._last_send = now   # the reader keeps the writing while this goes on
-            elif now - self._last_send < _COALESCE_GAP:
-                # back-to-back sends: the reader thread writes them together
+            if not self._flushing:   # (else the reader thread writes it, with the rest)
+                now = time.monotonic()
+                if now - self._last_send < _COALESCE_GAP:
+                    # back-to-back sends: the reader thread writes them together
+                    self._flushing = True
+                    self._wake_reader()
+                else:
+                    self._write_locked()
                 self._last_send = now
-                self._flushing = True
-                self._wake_reader()
-            else:
-                self._last_send = now
-                self._write_locked()
             if end - start >= _WRITE_HIGH and self._written < end:
                 # a message over the bound is waited for like a blocking write
                 self._wait_room(end, deadline)
@@ -350,7 +348,7 @@ class Engine:
         large writes and its sender never wakes this thread. If none came, hand back.
         """
         lock = self._lock
-        lingered = False
+        lingered = more = False
         while True:
             with lock:
                 chunk = self._inflight
@@ -358,16 +356,17 @@ class Engine:
                     chunk = self._proto.data_to_send()
                     if not chunk:
                         if lingered or not linger:
-                            if lingered and self._last_send > lingered:
-                                return False   # a sender is busy: keep the writing
+                            if more:
+                                return False   # sends kept coming: keep the writing
                             self._flushing = False
                             self._room.notify_all()
                             return True
                         chunk = None
             if chunk is None:
-                lingered = time.monotonic()
+                lingered = True
                 time.sleep(_COALESCE_GAP)   # senders append meanwhile, without waking us
                 continue
+            more = lingered
             try:
                 sent = self._send(chunk)   # outside the lock: senders keep queueing
             except _WOULD_BLOCK:
