@@ -186,6 +186,7 @@ class Engine:
         self._user_closed = False       # close() was called: deliver only what fits
         self._close_deadline: Optional[float] = None   # set once by the reader thread
         self._latency: Optional[float] = None   # the last ping's round trip, seconds
+        self._pongs = 0                 # proto.pongs when the answered pings were last taken
 
         # -- guarded by _rlock: held by whoever reads the socket
         self._rlock = threading.Lock()
@@ -426,8 +427,10 @@ class Engine:
                 target.release()   # the parser may resize the buffer it pointed into
                 msgs = proto.receive_direct(n)
             self._target = proto.read_target()
-            for sent_at in proto.take_pongs():
-                self._latency = time.monotonic() - sent_at
+            if proto.pongs != self._pongs:
+                self._pongs = proto.pongs
+                for sent_at in proto.take_pongs():
+                    self._latency = time.monotonic() - sent_at
             if proto.output_size and not self._flushing:
                 try:
                     self._write_locked()   # pongs (before the messages reach anyone), close replies
@@ -451,8 +454,10 @@ class Engine:
             return False   # someone reads already: it delivers
         try:
             ch = self.channel
-            if self._channel_gone or len(ch):
+            if self._channel_gone:
                 return False
+            # (if the reader thread offered messages since the receiver looked, ours
+            # are newer and go behind them: order holds either way)
             if self._held:
                 held, self._held = self._held, []
                 try:
@@ -477,7 +482,7 @@ class Engine:
                     except ChannelClosed:
                         self._channel_gone = True
                         return False
-                    self._lease_end = time.monotonic() + _LEASE
+                    self._lease_end = self._last_data + _LEASE   # (set by the read just now)
                     return True
                 if self._over:
                     return False
