@@ -1262,17 +1262,7 @@ def test_a_full_receive_channel_does_not_stop_outgoing_writes_pongs_included(raw
     srv = raw_server(script)
     c = clients(srv.url, channel_capacity=10, close_timeout="2s")
     ch = c.channel()   # the idle consumer: never reads it
-    send_result = {}
-
-    def sender():
-        try:
-            send_result["ok"] = c.send(big)
-        except wsfast.Error as exc:
-            send_result["error"] = exc
-
-    st = threading.Thread(target=sender, daemon=True)
-    st.start()
-    time.sleep(0.3)    # the send is under way, blocked or queued: the server is not reading
+    st, send_result = start_blocked_send(c, big, "the server is not reading")
     send_started.set()
     try:
         assert frames_sent.wait(10)

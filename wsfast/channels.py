@@ -390,19 +390,29 @@ class Channel:
         """Values taken but not consumed go back ahead of everything buffered; receivers
         that parked meanwhile (the buffer looked empty) get them first."""
         with self._lock:
-            recvq = self._recvq
-            i = 0
-            n = len(values)
-            while recvq and i < n:
-                w = recvq.popleft()
-                if _claim(w):
+            i = self._hand_off_locked(values, 0)
+            if i < len(values):
+                self._buf.extendleft(reversed(values[i:] if i else values))
+
+    def _hand_off_locked(self, values: Sequence[Any], i: int) -> int:
+        """Give ``values[i:]`` to parked receivers, in order (a waiting iterator takes
+        all the rest in one hand-off); return the index reached. Lock held."""
+        recvq = self._recvq
+        n = len(values)
+        while recvq and i < n:
+            w = recvq.popleft()
+            if _claim(w):
+                if w.batch:
+                    # one hand-off per offer instead of one per value
+                    w.value = _Batch(list(values[i:]) if i else values)
+                    i = n
+                else:
                     w.value = values[i]
                     i += 1
-                    w.ok = True
-                    w.done = True
-                    w.park.release()
-            if i < n:
-                self._buf.extendleft(reversed(values[i:] if i else values))
+                w.ok = True
+                w.done = True
+                w.park.release()
+        return i
 
     # -- select support (called with the lock held) -------------------------------------
 
@@ -488,25 +498,10 @@ class Channel:
         waiting iterator): do not change the sequence afterwards.
         """
         n = len(values)
-        i = start
         with self._lock:
             if self._closed:
                 raise ChannelClosed("send on a closed channel")
-            recvq = self._recvq
-            while recvq and i < n:
-                w = recvq.popleft()
-                if _claim(w):
-                    if w.batch:
-                        # a waiting iterator takes everything at once: one hand-off
-                        # per offer instead of one per value
-                        w.value = _Batch(list(values[i:]) if i else values)
-                        i = n
-                    else:
-                        w.value = values[i]
-                        i += 1
-                    w.ok = True
-                    w.done = True
-                    w.park.release()
+            i = self._hand_off_locked(values, start) if self._recvq else start
             if i < n:
                 buf = self._buf
                 room = n - i if overflow else self._cap - len(buf)
