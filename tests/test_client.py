@@ -1405,3 +1405,29 @@ def test_a_small_send_timing_out_on_a_full_queue_leaves_the_connection_usable(ra
     assert srv.error is None, srv.error
     assert got["frames"] == [b"%08d" % i + b"x" * 1016 for i in range(sent)] + [b"after"]
     assert got["close"] == (1000, "") and c.close_code == 1000
+
+
+def test_latency_is_the_round_trip_of_the_last_answered_ping(raw_server, clients):
+    delay = 0.15
+
+    def script(srv):
+        srv.conn.settimeout(10)
+        while True:
+            fin, opcode, payload, _ = read_frame(srv.conn)
+            if opcode == OP_PING:
+                time.sleep(delay)   # the network, as far as the client can tell
+                srv.conn.sendall(server_frame(OP_PONG, payload))
+            elif opcode == OP_CLOSE:
+                srv.conn.sendall(close_frame(1000))
+                return
+
+    srv = raw_server(script)
+    c = clients(srv.url)
+    assert c.latency is None   # no ping yet
+    c.ping(b"one")
+    deadline = time.monotonic() + 5
+    while c.latency is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert c.latency is not None, "the pong never counted"
+    assert delay <= c.latency < delay + 2.0
+    c.close()

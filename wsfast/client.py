@@ -68,6 +68,12 @@ class Client:
         return self._engine.outcome()[2]
 
     @property
+    def latency(self) -> Optional[float]:
+        """Seconds of the last ping's round trip (ping sent to its pong received), None
+        before the first pong."""
+        return self._engine.latency()
+
+    @property
     def stats(self) -> Dict[str, int]:
         """Counters: messages and bytes in and out (bytes as on the wire)."""
         return self._engine.stats()

@@ -229,6 +229,11 @@ class Engine:
             p = self._proto
             return p.close_code, p.close_reason, p.error
 
+    def latency(self) -> Optional[float]:
+        """Seconds of the last ping -> pong round trip, None before the first."""
+        with self._lock:
+            return self._latency
+
     def stats(self) -> dict:
         with self._lock:
             p = self._proto
