@@ -464,15 +464,10 @@ class Engine:
             # (if the reader thread offered messages since the receiver looked, ours
             # are newer and go behind them: order holds either way)
             if self._held:
-                held, self._held = self._held, []
-                try:
-                    ch.offer(held, overflow=True)
-                except ChannelClosed:
-                    self._channel_gone = True
+                self._offer_held(overflow=True)   # (restarts the read clock)
+                if self._channel_gone:
                     return False
-                # reading resumes: the time spent waiting for the consumer is not silence
-                self._last_data = self._lease_end = time.monotonic()
-                self._lease_end += _LEASE
+                self._lease_end = self._last_data + _LEASE
                 return True
             if self._over:
                 return False
@@ -516,10 +511,11 @@ class Engine:
         """Channel source: room is back (or the channel was closed): wake the reader."""
         self._wake_reader()
 
-    def _offer_held(self) -> None:
-        """Hand ``_held`` to the channel as far as it has room; ``_rlock`` held."""
+    def _offer_held(self, overflow: bool = False) -> None:
+        """Hand ``_held`` to the channel as far as it has room (``overflow``: all of it);
+        ``_rlock`` held. A closed channel takes them all, to nobody."""
         try:
-            i = self.channel.offer(self._held)
+            i = self.channel.offer(self._held, overflow=overflow)
         except ChannelClosed:
             self._channel_gone = True
             i = len(self._held)
@@ -634,11 +630,7 @@ class Engine:
                             # close() was called: what came before it is still
                             # delivered (one read's worth); what comes after and
                             # does not fit is dropped
-                            try:
-                                self.channel.offer(self._held, overflow=True)
-                            except ChannelClosed:
-                                self._channel_gone = True
-                            self._held = []
+                            self._offer_held(overflow=True)
                         msgs = self._read_once()
                         if msgs is not None:
                             if msgs:
@@ -690,12 +682,8 @@ class Engine:
         if self._ended.is_set():
             return
         with self._rlock:   # a receiver's read in progress delivers first
-            if self._held and not self._channel_gone:
-                try:
-                    self.channel.offer(self._held, overflow=True)
-                except ChannelClosed:
-                    pass
-            self._held = []
+            if self._held:
+                self._offer_held(overflow=True)
             self._over = True   # no receiver reads from here on
             self._ended.set()
         self.channel.set_source(None)
