@@ -52,8 +52,14 @@ def test_front_ends_never_write_a_protocol_field(module):
 
 def test_the_public_client_does_no_socket_tls_or_http_work():
     imported = _imports(_tree("client.py"))
-    forbidden = {"socket", "ssl", "select", "selectors", ".handshake", "threading", "mmap"}
+    forbidden = {"socket", "ssl", "select", "selectors", "threading", "mmap"}
     assert not imported & forbidden, imported & forbidden
+    # of the handshake only the redirect decisions (DESIGN §6), no HTTP parsing
+    for node in ast.walk(_tree("client.py")):
+        if isinstance(node, ast.ImportFrom) and node.module == "handshake":
+            assert [a.name for a in node.names] == ["Redirects"], ast.dump(node)
+        if isinstance(node, ast.Import):
+            assert not any("handshake" in a.name for a in node.names)
 
 
 def test_channels_know_nothing_of_websockets():

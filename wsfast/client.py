@@ -10,18 +10,20 @@ user's arguments and reports the connection's outcome; it does no I/O of its own
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any, Dict, Mapping, Optional, Union
 
 from .channels import Channel
 from .constants import BINARY, CLOSE_CODES, TEXT
 from .engine import Engine, upgrade
-from .errors import ConnectionClosed, Error, InvalidOption
-from .options import parse_options
+from .errors import ConnectionClosed, Error, HandshakeError, InvalidOption
+from .handshake import Redirects
+from .options import Options, parse_options
 from .policy import check_connect
 from .protocol import Protocol, check_close_args
-from .transport import dial
+from .transport import Cancel, dial
 
-__all__ = ["Client", "connect"]
+__all__ = ["Client", "connect", "connect_with"]
 
 
 class Client:
@@ -169,18 +171,37 @@ def connect(url: str, options: Optional[Mapping[str, Any]] = None, /, **kwargs: 
     """Open a WebSocket connection and return a :class:`Client`.
 
     ``options`` (a dict, the Lua spec's style) and keyword options merge; see
-    DESIGN §1 for the names. Raises PermissionDenied, InvalidOption, Timeout,
-    ConnectError or HandshakeError.
+    DESIGN §1 and §6 for the names. Redirects are followed (``max_redirects``), each hop
+    checked against the security policy before its DNS lookup. Raises PermissionDenied,
+    InvalidOption, Timeout, ConnectError (ProxyError) or HandshakeError.
     """
-    opts = parse_options(options, kwargs)
+    return connect_with(url, parse_options(options, kwargs))
+
+
+def connect_with(url: str, opts: Options, cancel: Optional[Cancel] = None) -> Client:
+    """:func:`connect` with parsed options; ``cancel`` lets another thread stop the
+    dial (the reconnect iterator's ``close()``). Raises as :func:`connect` does."""
     target = check_connect(url)          # the security policy, before any DNS or TCP work
     deadline = None if opts.dial_timeout is None else time.monotonic() + opts.dial_timeout
-    sock = dial(target, opts, deadline)
-    try:
-        proto = Protocol(target, opts)
-        initial = upgrade(sock, proto, deadline, target)
-        engine = Engine(sock, proto, opts, initial)
-    except BaseException:
-        sock.close()
-        raise
-    return Client(engine, proto)
+    redirects = Redirects(target, opts.headers, opts.max_redirects)
+    while True:
+        sock = dial(target, opts, deadline, cancel)   # (one dial_timeout for the whole chain)
+        hop = opts if not redirects.hops else replace(opts, headers=redirects.headers())
+        proto = Protocol(target, hop)
+        try:
+            initial = upgrade(sock, proto, deadline, target)
+            engine = Engine(sock, proto, opts, initial)
+        except HandshakeError as refusal:
+            sock.close()
+            if proto.redirect is None:
+                raise
+            target = check_connect(redirects.follow(refusal))   # policy per hop, before its DNS
+            redirects.arrived(target)
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        finally:
+            if cancel is not None:
+                cancel.forget(sock)
+        return Client(engine, proto)

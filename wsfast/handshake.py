@@ -562,3 +562,147 @@ def _check_extensions(
         return value, _negotiate(extensions, mode)
     except ValueError as exc:
         raise fail(f"Sec-WebSocket-Extensions {value!r}: {exc}") from None
+
+
+# ---------------------------------------------------------------------- redirects (DESIGN §6)
+
+# Request headers that carry credentials: sent on the first origin only.
+CREDENTIAL_HEADERS = frozenset(("authorization", "cookie", "proxy-authorization"))
+_SCHEME_OF = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
+_URI_REF = re.compile(r"(?:([A-Za-z][A-Za-z0-9+.\-]*):)?(?://([^/?#]*))?([^?#]*)(?:\?([^#]*))?(?:#(.*))?",
+                      re.DOTALL)
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4."""
+    out: list[str] = []
+    while path:
+        if path.startswith("../"):
+            path = path[3:]
+        elif path.startswith("./"):
+            path = path[2:]
+        elif path.startswith("/./"):
+            path = path[2:]
+        elif path == "/.":
+            path = "/"
+        elif path.startswith("/../"):
+            path = path[3:]
+            if out:
+                out.pop()
+        elif path == "/..":
+            path = "/"
+            if out:
+                out.pop()
+        elif path in (".", ".."):
+            path = ""
+        else:
+            start = 1 if path.startswith("/") else 0
+            end = path.find("/", start)
+            if end < 0:
+                end = len(path)
+            out.append(path[:end])
+            path = path[end:]
+    return "".join(out)
+
+
+def resolve_reference(base: str, ref: str) -> str:
+    """``ref`` resolved against the absolute URI ``base`` (RFC 3986 §5.2, strict: a
+    reference with a scheme is absolute). The fragment is dropped."""
+    b_scheme, b_auth, b_path, b_query, _ = _URI_REF.fullmatch(base).groups()
+    scheme, auth, path, query, _ = _URI_REF.fullmatch(ref).groups()
+    if scheme is not None:
+        path = _remove_dot_segments(path)
+    else:
+        scheme = b_scheme
+        if auth is not None:
+            path = _remove_dot_segments(path)
+        else:
+            auth = b_auth
+            if path == "":
+                path = b_path
+                if query is None:
+                    query = b_query
+            else:
+                if not path.startswith("/"):
+                    # §5.2.3 merge
+                    if b_auth is not None and b_path == "":
+                        path = "/" + path
+                    else:
+                        path = b_path[:b_path.rfind("/") + 1] + path
+                path = _remove_dot_segments(path)
+    out = f"{scheme}:"
+    if auth is not None:
+        out += f"//{auth}"
+    out += path
+    if query is not None:
+        out += f"?{query}"
+    return out
+
+
+def redirect_url(current: str, location: str) -> str:
+    """The WebSocket URL a redirect's ``Location`` names: resolved against ``current``
+    (RFC 3986), ``http``/``https`` mapped to ``ws``/``wss``.
+
+    Raises HandshakeError (not retryable) for another scheme, or a Location that is not
+    a URI reference (spaces, control characters).
+    """
+    location = location.strip()
+    if not location or CTL.search(location) or " " in location:
+        raise HandshakeError(f"redirect to a malformed Location {location!r}", url=current,
+                             location=location)
+    resolved = resolve_reference(current, location)
+    scheme, _, rest = resolved.partition(":")
+    mapped = _SCHEME_OF.get(scheme.lower())
+    if mapped is None:
+        raise HandshakeError(f"redirect to a {scheme!r} URL (only ws, wss, http, https are followed)",
+                             url=current, location=location)
+    return f"{mapped}:{rest}"
+
+
+class Redirects:
+    """The redirect decisions of one ``connect`` (DESIGN §6), sans-I/O.
+
+    ``first`` is the parsed first URL (a :class:`wsfast.policy.Target`), ``headers`` the
+    user's headers. :meth:`follow` says where a refusal leads, or raises; the caller
+    parses and policy-checks that URL before it dials it, then :meth:`arrived` there.
+    """
+
+    def __init__(self, first, headers: Sequence[tuple[str, str]], max_redirects: int) -> None:
+        self._origin = (first.scheme, first.host, first.port)
+        self._current = first
+        self._headers = tuple(headers)
+        self._left = max_redirects
+        self.hops = 0
+
+    def follow(self, refusal: HandshakeError) -> str:
+        """The URL to try after ``refusal`` (which carries a ``location``), or raise:
+        HandshakeError (not retryable) for too many redirects or a bad Location."""
+        location = refusal.details.get("location")
+        if location is None:
+            raise refusal
+        if self._left <= 0:
+            raise HandshakeError(
+                f"too many redirects ({self.hops} followed, max_redirects)",
+                url=self._current.url, status=refusal.status, location=location,
+                cause=refusal) from refusal
+        self._left -= 1
+        self.hops += 1
+        return redirect_url(self._current.url, location)
+
+    def arrived(self, target) -> None:
+        """The next hop, parsed and allowed by the policy: check the downgrade.
+
+        Raises HandshakeError (not retryable) for wss -> ws.
+        """
+        if self._current.secure and not target.secure:
+            raise HandshakeError(f"redirect from wss to ws refused ({target.url})",
+                                 url=self._current.url, location=target.url)
+        self._current = target
+
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """The user's headers for the current hop: the credential headers only on the
+        first URL's origin (scheme, host and port)."""
+        t = self._current
+        if (t.scheme, t.host, t.port) == self._origin:
+            return self._headers
+        return tuple(h for h in self._headers if h[0].lower() not in CREDENTIAL_HEADERS)

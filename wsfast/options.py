@@ -14,12 +14,12 @@ import math
 import numbers
 import re
 import ssl as _ssl
-from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Optional, Tuple, Union
 
 from .constants import COMPRESSION
 from .errors import InvalidOption
-from .handshake import TOKEN, user_header_problem
+from .handshake import CTL, TOKEN, user_header_problem
 
 __all__ = ["Options", "OPTION_NAMES", "parse_duration", "parse_options"]
 
@@ -35,6 +35,11 @@ DEFAULT_CHANNEL_CAPACITY = 256
 MAX_CHANNEL_CAPACITY = 10000
 DEFAULT_THRESHOLD_CONTEXT_TAKEOVER = 128
 DEFAULT_THRESHOLD_NO_CONTEXT = 512
+DEFAULT_PING_INTERVAL = 20.0
+DEFAULT_PING_TIMEOUT = 20.0
+DEFAULT_MAX_REDIRECTS = 10
+MAX_REDIRECTS = 100
+PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
 
 _UNIT_NS = {
     "ns": 1, "us": 1_000, "\u00b5s": 1_000, "\u03bcs": 1_000, "ms": 1_000_000,
@@ -121,11 +126,19 @@ class Options:
     channel_capacity: int = DEFAULT_CHANNEL_CAPACITY
     ssl: Optional[_ssl.SSLContext] = None
     close_timeout: Optional[float] = DEFAULT_CLOSE_TIMEOUT
+    # DESIGN §6: keepalive, redirects, proxies
+    ping_interval: Optional[float] = DEFAULT_PING_INTERVAL
+    ping_timeout: Optional[float] = DEFAULT_PING_TIMEOUT
+    max_redirects: int = DEFAULT_MAX_REDIRECTS
+    # None: from the environment; False: none; else the proxy URL (wsfast.proxy parses it)
+    proxy: Union[None, bool, str] = field(default=None, repr=False)   # (may hold a password)
+    proxy_ssl: Optional[_ssl.SSLContext] = None
 
 
 OPTION_NAMES: Tuple[str, ...] = (
     "headers", "protocols", "dial_timeout", "read_timeout", "write_timeout", "compression",
     "compression_threshold", "read_limit", "channel_capacity", "ssl", "close_timeout",
+    "ping_interval", "ping_timeout", "max_redirects", "proxy", "proxy_ssl",
 )
 
 
@@ -215,7 +228,7 @@ def parse_options(options: Optional[Mapping[str, Any]] = None,
         out["headers"] = _parse_headers(merged["headers"])
     if "protocols" in merged:
         out["protocols"] = _parse_protocols(merged["protocols"])
-    for key in ("dial_timeout", "read_timeout", "write_timeout"):
+    for key in ("dial_timeout", "read_timeout", "write_timeout", "ping_interval", "ping_timeout"):
         if key in merged:
             out[key] = parse_duration(merged[key], key)
     if "close_timeout" in merged:
@@ -239,10 +252,32 @@ def parse_options(options: Optional[Mapping[str, Any]] = None,
     if "channel_capacity" in merged:
         out["channel_capacity"] = _as_int(
             merged["channel_capacity"], "channel_capacity", 1, MAX_CHANNEL_CAPACITY)
-    if "ssl" in merged:
-        ctx = merged["ssl"]
-        if ctx is not None and not isinstance(ctx, _ssl.SSLContext):
-            raise _invalid("ssl", f"expected an ssl.SSLContext or None, "
-                                  f"got {type(ctx).__name__}")
-        out["ssl"] = ctx
+    for key in ("ssl", "proxy_ssl"):
+        if key in merged:
+            ctx = merged[key]
+            if ctx is not None and not isinstance(ctx, _ssl.SSLContext):
+                raise _invalid(key, f"expected an ssl.SSLContext or None, "
+                                    f"got {type(ctx).__name__}")
+            out[key] = ctx
+    if "max_redirects" in merged:
+        out["max_redirects"] = _as_int(merged["max_redirects"], "max_redirects", 0, MAX_REDIRECTS)
+    if "proxy" in merged:
+        out["proxy"] = _parse_proxy(merged["proxy"])
     return Options(**out)
+
+
+def _parse_proxy(value: Any) -> Union[None, bool, str]:
+    """None (the environment), False (no proxy) or a proxy URL with a known scheme and a
+    host (wsfast.proxy parses the rest when it dials)."""
+    if value is None or value is False:
+        return value
+    if not isinstance(value, str):
+        raise _invalid("proxy", f"expected None, False or a proxy URL str, "
+                                f"got {type(value).__name__}")
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in PROXY_SCHEMES:
+        raise _invalid("proxy", "a proxy URL starts with " + ", ".join(
+            s + "://" for s in PROXY_SCHEMES))
+    if not rest.rpartition("@")[2].split("/")[0] or CTL.search(value) or " " in value:
+        raise _invalid("proxy", "the proxy URL has no host, or has spaces or control characters")
+    return value

@@ -28,12 +28,49 @@ from .errors import ConnectError, Timeout
 from .options import Options
 from .policy import Target
 
-__all__ = ["dial", "remaining"]
+__all__ = ["Cancel", "dial", "remaining"]
 
 # The least time one TCP attempt gets when more addresses are left to try (Go's
 # net.Dialer uses 2 s too): enough for a connect across the world, short enough that
 # a dead first address leaves time for the others.
 _MIN_ATTEMPT = 2.0
+
+
+class Cancel:
+    """Lets another thread stop a dial in progress (the reconnect iterator's ``close()``).
+
+    The dial :meth:`watch`es each socket it makes before it blocks on it;
+    :meth:`cancel` shuts every watched socket down, which wakes a blocked ``connect``
+    (Linux disconnects a socket in SYN_SENT on shutdown), TLS handshake or ``recv``
+    with an error, and makes every later :meth:`watch` fail at once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()   # guards _socks and cancelled
+        self._socks: set = set()
+        self.cancelled = False
+
+    def watch(self, sock: socket.socket) -> None:
+        """Watch ``sock`` until :meth:`forget`; raises ConnectError once cancelled."""
+        with self._lock:
+            if not self.cancelled:
+                self._socks.add(sock)
+                return
+        raise ConnectError("the dial was cancelled")
+
+    def forget(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.discard(sock)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            socks, self._socks = self._socks, set()
+        for sock in socks:
+            try:
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def remaining(deadline: Optional[float], target: Target, what: str) -> Optional[float]:
@@ -77,7 +114,8 @@ def resolve(target: Target, deadline: Optional[float]) -> list:
     return result[0]
 
 
-def connect_tcp(target: Target, addresses: list, deadline: Optional[float]) -> socket.socket:
+def connect_tcp(target: Target, addresses: list, deadline: Optional[float],
+                cancel: Optional[Cancel] = None) -> socket.socket:
     """A TCP connection to the first of ``addresses`` that answers.
 
     Raises Timeout when the deadline passes, else ConnectError naming the last failure.
@@ -93,6 +131,8 @@ def connect_tcp(target: Target, addresses: list, deadline: Optional[float]) -> s
                 attempt = min(left, max(left / (others + 1), _MIN_ATTEMPT))
         sock = socket.socket(family, type_, proto)
         try:
+            if cancel is not None:
+                cancel.watch(sock)
             sock.settimeout(attempt)
             sock.connect(addr)
         except socket.timeout as exc:
@@ -108,6 +148,10 @@ def connect_tcp(target: Target, addresses: list, deadline: Optional[float]) -> s
         except BaseException:
             sock.close()
             raise
+        finally:
+            if cancel is not None and cancel.cancelled:
+                sock.close()
+                raise ConnectError("the dial was cancelled", url=target.url)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
     where = f"{target.host}:{target.port}"
@@ -155,12 +199,14 @@ def start_tls(sock: socket.socket, target: Target, context: Optional[_ssl.SSLCon
         raise
 
 
-def dial(target: Target, options: Options, deadline: Optional[float]) -> socket.socket:
+def dial(target: Target, options: Options, deadline: Optional[float],
+         cancel: Optional[Cancel] = None) -> socket.socket:
     """A connected socket to ``target`` (TLS for wss), blocking, ready for the upgrade.
 
+    ``cancel`` watches every socket made, so another thread can stop the dial.
     Raises Timeout or ConnectError.
     """
-    sock = connect_tcp(target, resolve(target, deadline), deadline)
+    sock = connect_tcp(target, resolve(target, deadline), deadline, cancel)
     if target.secure:
         return start_tls(sock, target, options.ssl, deadline)
     return sock
