@@ -15,8 +15,9 @@ bytes between it and the socket, waits and wakes. In ten lines:
 4. Delivery never blocks: :meth:`Channel.offer` takes what fits; the rest waits in
    ``_held`` and the reader stops reading (TCP backpressure) until the channel
    resumes it. A receiver takes ``_held`` first, so order is kept.
-5. The reader thread alone times the connection (read timeout, close timeout, the
-   wait for the server's FIN) and alone ends it: flush, end the channel, drop.
+5. The reader thread alone times the connection (read timeout, keepalive, close
+   timeout, the wait for the server's FIN) and alone ends it: flush, end the channel,
+   drop. While reading is paused for the consumer, the read and keepalive clocks stand.
 
 The socket is non-blocking after the handshake: every wait is a ``poll`` with a bound.
 """
@@ -34,6 +35,7 @@ from typing import Any, List, Optional
 from .channels import Channel
 from .constants import CLOSE_CODES
 from .errors import ChannelClosed, ConnectError, Error, Timeout
+from .keepalive import DEAD, PING, Keepalive
 from .options import Options
 from .protocol import CLOSED, CLOSING, CONNECTING, OPEN, Protocol
 from .transport import remaining
@@ -198,6 +200,8 @@ class Engine:
         self._held: List[Any] = list(initial)   # decoded messages the channel had no room for
         self._lease_end = 0.0           # the reader thread leaves the socket to a receiver until then
         self._last_data = time.monotonic()   # when data messages last arrived (read timeout)
+        self._last_recv = self._last_data    # when bytes last arrived (keepalive)
+        self._keepalive = Keepalive(options.ping_interval, options.ping_timeout)
         self._over = False              # the Protocol reached CLOSED (seen by a reader)
         self._channel_gone = False      # the user closed the receive channel
         self._consumer_poll: Optional[_Poll] = None
@@ -444,8 +448,9 @@ class Engine:
             over = proto.state is CLOSED
             if over:
                 self._room.notify_all()
+        now = self._last_recv = time.monotonic()
         if msgs or target is not None:   # (a large message arriving is data too)
-            self._last_data = time.monotonic()
+            self._last_data = now
         if over:
             self._over = True
             self._wake_reader()   # it ends the connection
@@ -524,7 +529,8 @@ class Engine:
             self._held = self._held[i:]
             if not self._held:
                 # reading resumes: the time spent waiting for the consumer is not silence
-                self._last_data = time.monotonic()
+                self._last_data = self._last_recv = time.monotonic()
+                self._keepalive.resumed()
 
     def _deliver(self, msgs: list, dropping: bool) -> None:
         """Reader thread: hand ``msgs`` to the channel; ``_rlock`` held."""
@@ -571,7 +577,7 @@ class Engine:
 
     def _serve(self) -> bool:
         """Move bytes until the Protocol is CLOSED; True when the connection was
-        dropped (close timeout) rather than closed."""
+        dropped (close timeout, keepalive timeout) rather than closed."""
         proto = self._proto
         opts = self._options
         sock_fd = self._sock.fileno()
@@ -581,6 +587,7 @@ class Engine:
         interest = 0
         close_deadline = None
         read_timeout = opts.read_timeout
+        keepalive = self._keepalive   # (guarded by _rlock, like the times it reads)
         while True:
             with self._lock:
                 state = proto.state
@@ -620,6 +627,24 @@ class Engine:
                                                url=self.url), CLOSE_CODES.GOING_AWAY, "read timeout")
                             continue
                         wait = read_deadline - now if wait is None else min(wait, read_deadline - now)
+                    if keepalive.interval is not None and not paused and state is OPEN:
+                        action, at = keepalive.due(now, self._last_recv)
+                        if action is DEAD:
+                            self._peer_gone()
+                            return True
+                        if action is PING:
+                            with self._lock:
+                                proto.send_ping(keepalive.ping_payload(), now)
+                                if not self._flushing:
+                                    try:
+                                        self._write_locked()
+                                    except Error:
+                                        pass   # (the read below sees the broken socket)
+                                writing = self._flushing
+                            keepalive.ping_sent(now)
+                            action, at = keepalive.due(now, self._last_recv)
+                        if at is not None:
+                            wait = at - now if wait is None else min(wait, at - now)
                     if paused:
                         pass   # the channel resumes us when it has room
                     elif now < self._lease_end:
@@ -653,6 +678,21 @@ class Engine:
                         pass
             if writing:
                 self._flush(True)
+
+    def _peer_gone(self) -> None:
+        """Keepalive: no frame within ping_timeout of a ping. The close frame goes out
+        only if the socket takes it at once; then the connection is dropped."""
+        timeout = self._options.ping_timeout
+        with self._lock:
+            self._proto.drop(Timeout(f"keepalive timeout: no frame within {timeout:g} s of a ping",
+                                     url=self.url), CLOSE_CODES.INTERNAL_ERROR, "keepalive timeout")
+            if not self._flushing:
+                try:
+                    self._write_locked()
+                except Error:
+                    pass
+            self._room.notify_all()
+        self._abort()
 
     def _fail(self, error: Error, code: int, reason: str) -> None:
         with self._lock:

@@ -10,8 +10,9 @@ moves bytes and keeps time:
   :meth:`~Protocol.receive_direct`), and tells :meth:`~Protocol.receive_eof` or
   :meth:`~Protocol.connection_lost`;
 * it calls :meth:`~Protocol.close_timed_out` when ``close_timeout`` passed while
-  :attr:`~Protocol.awaiting_close`, and :meth:`~Protocol.fail` for the failures it
-  times itself (read timeout, a write cut half way).
+  :attr:`~Protocol.awaiting_close`, :meth:`~Protocol.fail` for the failures it
+  times itself (read timeout), :meth:`~Protocol.abort` when a write was cut half way,
+  and :meth:`~Protocol.drop` when :mod:`wsfast.keepalive` found the peer gone.
 
 Phases (``state``): CONNECTING (the HTTP upgrade: the outcome is OPEN, or CLOSED with a
 ``handshake_error``, which for a 3xx carries ``redirect``), OPEN, CLOSING (our close
@@ -426,6 +427,18 @@ class Protocol:
                 raw = str(error).encode("utf-8")
                 reason = raw[:123].decode("utf-8", "ignore")
             self._fail_close = (code, reason)
+            self._send_close_frame(code, reason)
+        self.state = CLOSED
+
+    def drop(self, error: Error, code: int, reason: str) -> None:
+        """The peer is gone (keepalive: no frame within ``ping_timeout`` of a ping): the
+        connection is over with ``error``; a close frame with ``code`` and ``reason`` is
+        queued as a last word, which the front end writes only if the socket takes it at
+        once, then drops the connection. ``close_code`` is 1006: no close handshake
+        happened."""
+        if self.error is None:
+            self.error = error
+        if (self.state is OPEN or self.state is CLOSING) and self.close_sent is None:
             self._send_close_frame(code, reason)
         self.state = CLOSED
 
