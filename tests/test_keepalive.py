@@ -109,10 +109,12 @@ def test_a_silent_peer_is_found_within_interval_plus_timeout(raw_server):
 def test_a_half_open_connection_is_found(ws_server):
     """The relay stops forwarding without FIN or RST: the client's pings land in
     buffers and nothing comes back."""
+    done = threading.Event()
+
     def stream(ws):
         for i in range(3):
             ws.send(f"m{i}")
-        time.sleep(5)
+        done.wait(5)
 
     srv = ws_server(stream, ping_interval=None)
     relay = FaultRelay(srv.port)
@@ -128,6 +130,7 @@ def test_a_half_open_connection_is_found(ws_server):
         assert isinstance(c.error, wsfast.Timeout) and c.close_code == 1006
         assert took < 0.4 + 0.5, took
     finally:
+        done.set()
         relay.close()
 
 
@@ -232,7 +235,7 @@ def test_a_keepalive_pong_gives_the_latency(raw_server):
         assert frame[1] == OP_PING
         time.sleep(0.1)
         s.conn.sendall(server_frame(OP_PONG, frame[2]))
-        s.stop.wait(5)
+        _count_pings(s, [])   # until the client's close frame
 
     srv = raw_server(answer_late)
     c = wsfast.connect(srv.url, ping_interval="100ms", ping_timeout="1s")
