@@ -371,7 +371,8 @@ def test_read_timeout_is_an_error(echo_server):
 
 
 @pytest.mark.parametrize("args", [[], ["ws://x", "--dial-timeout", "ten"], ["ws://x", "-H", "novalue"],
-                                  ["ws://x", "--compression", "3"], ["ws://x", "--ping-every", "0"]])
+                                  ["ws://x", "--compression", "3"], ["ws://x", "--ping-interval", "ten"],
+                                  ["ws://x", "--max-redirects", "-1"]])
 def test_usage_errors_exit_2(args):
     proc = run(*args)
     assert proc.returncode == 2
@@ -396,3 +397,110 @@ def test_sigint_closes_with_1000_and_exits_130(echo_server):
     assert echo_server.done.wait(5)
     assert echo_server.close_codes == [1000]
     assert any(line.startswith("closed: 1000") for line in cli.err_lines), cli.err_lines
+
+
+# ---------------------------------------------------------------------- long-lived streams
+
+
+def test_reconnect_dials_again_after_the_server_closes(echo_server):
+    """--reconnect: "please close" makes the server close with 4001; the CLI reports
+    it, reconnects (a new session: the server sees a second connection) and goes on."""
+    cli = Cli(echo_server.url, "--reconnect", "--eof-wait", "300ms")
+    cli.wait_err("^connected to .*connection 1;")
+    cli.send("please close\n")
+    cli.wait_err("^closed: 4001")
+    cli.wait_err("^reconnecting")
+    cli.wait_err("^connected to .*connection 2;")
+    cli.send("after\n")
+    cli.wait_out("^< text: after$")
+    cli.proc.stdin.close()
+    assert cli.finish() == 0, cli.err_lines
+    assert echo_server.close_codes[:1] == [4001]
+    assert len(echo_server.headers) == 2
+
+
+def test_reconnect_stops_on_an_error_that_is_not_retried():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def refuse():
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+        conn.close()
+    t = threading.Thread(target=refuse, daemon=True)
+    t.start()
+    cli = Cli(f"ws://127.0.0.1:{port}/", "--reconnect")
+    assert cli.finish() == 1
+    assert any("HTTP 403" in line and "not retryable" in line for line in cli.err_lines), cli.err_lines
+    t.join(5)
+    listener.close()
+
+
+def test_max_redirects_and_redirects_are_followed(echo_server):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+    hops = []
+
+    def redirect():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            hops.append(1)
+            conn.sendall(f"HTTP/1.1 302 Found\r\nLocation: {echo_server.url}\r\n"
+                         "Content-Length: 0\r\n\r\n".encode())
+            conn.close()
+    t = threading.Thread(target=redirect, daemon=True)
+    t.start()
+    try:
+        refused = Cli(f"ws://127.0.0.1:{port}/", "--max-redirects", "0")
+        assert refused.finish() == 1
+        assert any("too many redirects: HTTP 302" in line for line in refused.err_lines), refused.err_lines
+        cli = Cli(f"ws://127.0.0.1:{port}/", "--max-redirects", "1")
+        cli.wait_err(f"^connected to {re.escape(echo_server.url)};")
+        cli.proc.stdin.close()
+        assert cli.finish() == 0
+    finally:
+        listener.close()
+    assert len(hops) == 2
+
+
+def test_ping_interval_flag_reaches_the_client():
+    """--ping-interval/--ping-timeout: against a server that never answers a ping the
+    keepalive ends the connection with a Timeout."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    held = []
+
+    def accept_and_ignore():
+        import base64
+        import hashlib
+        conn, _ = listener.accept()
+        held.append(conn)
+        request = conn.recv(65536).decode("latin-1")
+        key = re.search(r"(?i)sec-websocket-key: *(\S+)", request).group(1)
+        accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+                                               .encode()).digest()).decode()
+        conn.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                      f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").encode())
+    t = threading.Thread(target=accept_and_ignore, daemon=True)
+    t.start()
+    try:
+        cli = Cli(f"ws://127.0.0.1:{port}/", "--ping-interval", "100ms", "--ping-timeout", "200ms")
+        cli.wait_err("^connected to ")
+        assert cli.finish(10) == 1
+        assert any("keepalive timeout" in line for line in cli.err_lines), cli.err_lines
+    finally:
+        t.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()

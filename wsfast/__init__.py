@@ -31,11 +31,12 @@ from .errors import (
     Timeout,
 )
 from .policy import Policy, allow, deny, policy_scope, set_policy
+from .reconnect import Reconnecting, reconnecting
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "connect", "Client", "Message", "Channel", "Selected", "select", "after",
+    "connect", "reconnecting", "Reconnecting", "Client", "Message", "Channel", "Selected", "select", "after",
     "Policy", "allow", "deny", "set_policy", "policy_scope",
     "Error", "PermissionDenied", "InvalidOption", "Timeout", "ConnectError", "HandshakeError",
     "ProtocolError", "ConnectionClosed", "ChannelClosed", "errors",

@@ -25,6 +25,7 @@ from .codec import COMPILED
 from .constants import BINARY, CLOSE_CODES, TEXT
 from .errors import ConnectionClosed, Error, InvalidOption
 from .options import parse_duration
+from .reconnect import reconnecting
 
 __all__ = ["main"]
 
@@ -49,6 +50,12 @@ def _positive_duration(text: str) -> Any:
     if parse_duration(value, "duration") is None:
         raise argparse.ArgumentTypeError("must be greater than 0")
     return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    return int(text)
 
 
 def _header(text: str) -> Tuple[str, str]:
@@ -105,8 +112,20 @@ def _client_parser() -> argparse.ArgumentParser:
                    help="end the connection when no message arrives for this long (default: none)")
     p.add_argument("--close-timeout", type=_positive_duration, metavar="DURATION",
                    help="how long close waits for the server (default 10s)")
-    p.add_argument("--ping-every", type=_positive_duration, metavar="DURATION",
-                   help="send a keep-alive ping at this interval")
+    p.add_argument("--ping-interval", "--ping-every", type=_duration, metavar="DURATION",
+                   help="keepalive: ping after this long with nothing received (default 20s; 0: off)")
+    p.add_argument("--ping-timeout", type=_duration, metavar="DURATION",
+                   help="keepalive: nothing received this long after a ping ends the connection "
+                        "(default 20s; 0: never conclude)")
+    p.add_argument("--max-redirects", type=_count, metavar="N",
+                   help="handshake redirects to follow (default 10; 0: none)")
+    p.add_argument("--proxy", metavar="URL",
+                   help="proxy: http://, https://, socks4://, socks4a://, socks5:// or socks5h:// "
+                        "URL, optionally with user:password@; 'none' for no proxy "
+                        "(default: from the environment, https_proxy, no_proxy...)")
+    p.add_argument("--reconnect", action="store_true",
+                   help="reconnect with backoff when the connection ends (until Ctrl-D or Ctrl-C); "
+                        "lines typed while disconnected are dropped")
     p.add_argument("--eof-wait", type=_duration, default="500ms", metavar="DURATION",
                    help="after EOF on stdin, keep printing replies this long before closing "
                         "(default 500ms; 0 closes at once)")
@@ -261,18 +280,11 @@ class _Session:
         except ConnectionClosed:
             pass
 
-    def wait(self, ping_every: Optional[float], ctrl_c: CtrlC) -> bool:
-        """Block until the connection ends (False) or Ctrl-C (True); ping every ``ping_every`` s."""
-        next_ping = None if ping_every is None else time.monotonic() + ping_every
+    def wait(self, ctrl_c: CtrlC) -> bool:
+        """Block until the connection ends (False) or Ctrl-C (True)."""
         while not self.ended_event.wait(0.05):
             if ctrl_c.hit:
                 return True
-            if next_ping is not None and time.monotonic() >= next_ping:
-                try:
-                    self.client.ping()            # keep-alive
-                except ConnectionClosed:
-                    pass
-                next_ping += ping_every
         return ctrl_c.hit
 
 
@@ -282,10 +294,13 @@ def _options(args: argparse.Namespace) -> Dict[str, Any]:
         options["headers"] = list(args.header)
     if args.protocol:
         options["protocols"] = list(args.protocol)
-    for name in ("dial_timeout", "read_timeout", "close_timeout"):
+    for name in ("dial_timeout", "read_timeout", "close_timeout", "ping_interval", "ping_timeout",
+                 "max_redirects"):
         value = getattr(args, name)
         if value is not None:
             options[name] = value
+    if args.proxy is not None:
+        options["proxy"] = False if args.proxy.lower() == "none" else args.proxy
     return options
 
 
@@ -303,28 +318,35 @@ def _report_end(client: Client, send_error: Optional[Error]) -> int:
     return 0 if code in (CLOSE_CODES.NORMAL, CLOSE_CODES.GOING_AWAY) else 1
 
 
-def _interactive(args: argparse.Namespace) -> int:
-    try:
-        client = connect(args.url, **_options(args))
-    except Error as err:
-        _info(_error_line(err))
-        return 1
+def _connected_line(client: Client, what: str) -> str:
     details = []
+    if client.proxy:
+        details.append(f"through {client.proxy}")
     if client.subprotocol:
         details.append(f"subprotocol {client.subprotocol}")
     if client.extensions:
         details.append(f"extensions {client.extensions}")
     suffix = f" ({'; '.join(details)})" if details else ""
-    _info(f"connected to {client.url}{suffix}; type lines to send, Ctrl-D to close")
+    return f"connected to {client.url}{suffix}; {what}"
+
+
+def _interactive(args: argparse.Namespace) -> int:
+    if args.reconnect:
+        return _reconnecting(args)
+    try:
+        client = connect(args.url, **_options(args))
+    except Error as err:
+        _info(_error_line(err))
+        return 1
+    _info(_connected_line(client, "type lines to send, Ctrl-D to close"))
 
     session = _Session(client, args.binary, parse_duration(args.eof_wait, "eof_wait"))
     receiver = threading.Thread(target=session.receive, name="wsfast-cli-receiver", daemon=True)
     receiver.start()
     reader = threading.Thread(target=session.pump_stdin, name="wsfast-cli-stdin", daemon=True)
     reader.start()
-    ping_every = parse_duration(args.ping_every, "ping_every") if args.ping_every is not None else None
     with CtrlC() as ctrl_c:
-        interrupted = session.wait(ping_every, ctrl_c)
+        interrupted = session.wait(ctrl_c)
         if interrupted:
             _info("interrupted: closing")
             if not client.closed:
@@ -335,6 +357,104 @@ def _interactive(args: argparse.Namespace) -> int:
     receiver.join()   # close() is bounded by close_timeout, so this ends (a 2nd Ctrl-C too)
     code = _report_end(client, session.send_error)
     return 130 if interrupted else code
+
+
+class _Current:
+    """The client of the connection open now, for the stdin thread (None between
+    connections); ``_lock`` guards ``client``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.client: Optional[Client] = None
+
+    def set(self, client: Optional[Client]) -> None:
+        with self._lock:
+            self.client = client
+
+    def get(self) -> Optional[Client]:
+        with self._lock:
+            return self.client
+
+
+def _reconnecting(args: argparse.Namespace) -> int:
+    """``--reconnect``: one connection after another (wsfast.reconnecting) until EOF on
+    stdin (exit 0), Ctrl-C (130) or an error that is not retried (1)."""
+    try:
+        clients = reconnecting(args.url, **_options(args))
+    except Error as err:
+        _info(_error_line(err))
+        return 1
+    current = _Current()
+    binary = args.binary
+    eof = threading.Event()
+
+    def pump_stdin() -> None:
+        pending = b""
+        try:
+            while True:
+                chunk = os.read(0, 65536)
+                if not chunk:
+                    break
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    _send_line(current.get(), line, binary)
+            if pending:
+                _send_line(current.get(), pending, binary)
+        except OSError:
+            pass
+        eof_wait = parse_duration(args.eof_wait, "eof_wait")
+        if eof_wait:
+            time.sleep(eof_wait)   # the replies to the last lines
+        eof.set()
+        clients.close()
+
+    reader = threading.Thread(target=pump_stdin, name="wsfast-cli-stdin", daemon=True)
+    reader.start()
+    with CtrlC() as ctrl_c:
+        def watch() -> None:
+            while not ctrl_c.hit and not clients.closed:
+                time.sleep(0.05)
+            if ctrl_c.hit:
+                _info("interrupted: closing")
+                clients.close()
+        watcher = threading.Thread(target=watch, name="wsfast-cli-ctrl-c", daemon=True)
+        watcher.start()
+        status = 0
+        try:
+            for n, client in enumerate(clients, 1):
+                current.set(client)
+                _info(_connected_line(client, f"connection {n}; type lines to send, Ctrl-D to close"))
+                for msg in client.channel():
+                    print(_format(msg), flush=True)
+                current.set(None)
+                if not clients.closed:
+                    _report_end(client, None)
+                    _info("reconnecting")
+        except Error as err:
+            _info(_error_line(err))
+            status = 1
+        finally:
+            clients.close()
+        watcher.join(1)
+    return 130 if ctrl_c.hit else status
+
+
+def _send_line(client: Optional[Client], line: bytes, binary: bool) -> None:
+    if client is None:
+        _info("(not connected: line dropped)")
+        return
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    try:
+        if binary:
+            client.send(line, BINARY)
+        else:
+            client.send(line.decode("utf-8", "replace"), TEXT)
+    except ConnectionClosed:
+        _info("(connection ended: line dropped)")
+    except Error as err:
+        _info(_error_line(err))
 
 
 # ---------------------------------------------------------------------- entry point

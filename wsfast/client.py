@@ -33,8 +33,9 @@ class Client:
     messages arrive on :meth:`channel`.
     """
 
-    def __init__(self, engine: Engine, proto: Protocol) -> None:
+    def __init__(self, engine: Engine, proto: Protocol, proxy: Optional[str] = None) -> None:
         self.url: str = proto.url
+        self.proxy: Optional[str] = proxy   # the proxy URL used, credentials removed
         self.subprotocol: Optional[str] = proto.subprotocol
         self.extensions: Optional[str] = proto.extensions
         self.response_headers: Dict[str, str] = proto.response_headers

@@ -682,7 +682,8 @@ class Redirects:
             raise refusal
         if self._left <= 0:
             raise HandshakeError(
-                f"too many redirects ({self.hops} followed, max_redirects)",
+                f"too many redirects: HTTP {refusal.status} to {location!r} after "
+                f"{self.hops} followed (max_redirects {self.hops})",
                 url=self._current.url, status=refusal.status, location=location,
                 cause=refusal) from refusal
         self._left -= 1
