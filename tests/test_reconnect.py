@@ -444,6 +444,27 @@ def test_close_from_another_thread_cancels_an_attempt_to_a_black_hole(black_hole
     assert time.monotonic() - t0 < 1.5
 
 
+def test_close_from_another_thread_cancels_an_upgrade_the_server_never_answers(server):
+    def silent(conn: socket.socket, i: int) -> bytes:
+        read_request(conn)
+        return conn.recv(1)        # b"" once the client's socket is shut down
+
+    srv = server(silent)
+    it = reconnecting(srv.url, dial_timeout="30s")
+    closer = threading.Thread(
+        target=lambda: (srv.accepted.wait(5), time.sleep(0.2), it.close()), name="test-closer")
+    closer.start()
+    t0 = time.monotonic()
+    with pytest.raises(StopIteration):
+        next(it)
+    closer.join(5)
+    assert time.monotonic() - t0 < 1.5
+    end = time.monotonic() + 5
+    while not srv.results and time.monotonic() < end:
+        time.sleep(0.01)
+    assert srv.results == [b""] and len(srv.accepts) == 1
+
+
 def test_close_from_another_thread_closes_the_current_client_and_ends_the_loop(server):
     srv = server(hold_until_close)
     it = reconnecting(srv.url)
