@@ -43,13 +43,20 @@ def _chat(ws) -> None:
                 _rooms.get(room, set()).discard(ws)
 
 
+_sessions = [0]   # price sessions so far: the first one is cut short by a "restart"
+
+
 def _prices(ws) -> None:
+    _sessions[0] += 1
     request = json.loads(ws.recv())
     symbols = request.get("symbols") or ["BTC-USD"]
     prices = {s: 100.0 + 10 * i for i, s in enumerate(symbols)}
     seq = 0
     count = int(request.get("count", 50))
-    for _ in range(count):
+    for n in range(count):
+        if _sessions[0] == 1 and n == count // 2:
+            ws.close(1012, "service restart")   # what an exchange does on a deploy
+            return
         symbol = random.choice(symbols)
         prices[symbol] *= 1 + random.uniform(-0.001, 0.001)
         seq += 1

@@ -171,7 +171,8 @@ def _summary_numbers(stdout: str):
 
 
 def _server_pid(line: str) -> int:
-    m = re.search(r"^demo server: pid (\d+), ws://127\.0\.0\.1:\d+/prices \(a separate process\)$", line)
+    m = re.search(r"^demo server: pid (\d+), ws://127\.0\.0\.1:\d+/prices \(a separate process"
+                  r"(; it restarts the stream once, at t=[\d.]+s)?\)$", line)
     assert m, line
     return int(m.group(1))
 
@@ -188,6 +189,20 @@ def test_demo_runs_and_summarises():
     assert 0 <= p50 <= p99 < 10_000
     assert re.search(r"t=\s*1\.\d+s\s+[\d,]+ msg/s", proc.stdout)   # a status line (not a TTY)
     assert "closed with 1000" in proc.stdout
+
+
+def test_demo_shows_a_reconnect():
+    """The local server restarts the stream once (close 1012, then 503 for 0.3 s): the
+    demo reports the loss, reconnects, subscribes again and ends normally."""
+    proc = run("demo", "--duration", "2.5", "--rate", "20000")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert re.search(r"^connection 1 lost: 1012 \(SERVICE_RESTART\) 'service restart'; reconnecting$",
+                     out, re.M), out
+    gap = re.search(r"^reconnected \(connection 2\) (\d+) ms after the last message", out, re.M)
+    assert gap and int(gap.group(1)) >= 300, out      # the 503s last 0.3 s
+    assert re.search(r"connections: 2 \(reconnect gaps: \d+ ms\)", out), out
+    assert "closed with 1000" in out
 
 
 def test_demo_compression_ratio_below_one():

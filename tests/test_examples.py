@@ -17,3 +17,7 @@ def test_example_runs(name):
                           capture_output=True, text=True, timeout=50, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip(), "the example printed nothing"
+    if name == "price_stream":   # the local server restarts the stream once: it reconnects
+        assert "connection 1 ended: 1012 'service restart'" in proc.stdout, proc.stdout
+        assert "connection 2: subscribing" in proc.stdout, proc.stdout
+        assert "stream ended after 2 connections" in proc.stdout, proc.stdout

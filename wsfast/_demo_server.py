@@ -177,6 +177,12 @@ class _Session:
                 value = value.strip()
                 headers[key] = f"{headers[key]}, {value}" if key in headers else value
         key = headers.get("sec-websocket-key", "")
+        if self.server.restarting():
+            body = b"the stream is restarting\n"
+            sock.sendall(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
+                         b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            self.server.event(f"session {self.number}: refused (restarting)")
+            return False
         if (len(request_line) != 3 or request_line[0] != "GET"
                 or "websocket" not in headers.get("upgrade", "").lower()
                 or "upgrade" not in headers.get("connection", "").lower()
@@ -288,6 +294,18 @@ class _Session:
                                        name="wsfast-demo-writer", daemon=True)
         self.writer.start()
         self.server.event(f"session {self.number}: subscribed")
+        self.server.subscribed()
+
+    def restart(self) -> None:
+        """The stream restarts: close 1012 "service restart", then end the TCP connection."""
+        self.stop.set()
+        try:
+            with self.wlock:
+                self.sock.sendall(_frame(_OP_CLOSE, struct.pack("!H", 1012) + b"service restart"))
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.server.event(f"session {self.number}: restarted (1012)")
 
     def _send_control(self, opcode: int, payload: bytes) -> None:
         with self.wlock:
@@ -392,9 +410,18 @@ class PriceServer:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, rate: float = 100_000,
-                 on_event: Optional[Callable[[str], None]] = None) -> None:
+                 on_event: Optional[Callable[[str], None]] = None,
+                 restart_after: Optional[float] = None, restart_gap: float = 0.3) -> None:
         self.rate = rate
         self.on_event = on_event
+        # The stream restarts once, ``restart_after`` seconds after the first
+        # subscription: open sessions get close 1012, and for ``restart_gap`` seconds
+        # new connections are answered 503 (what an exchange's gateway does).
+        self.restart_after = restart_after
+        self.restart_gap = restart_gap
+        self._restart_lock = threading.Lock()   # guards _restart_timer and _restarting_until
+        self._restart_timer: Optional[threading.Timer] = None
+        self._restarting_until = 0.0
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind((host, port))
@@ -426,6 +453,25 @@ class PriceServer:
             self.sessions.append(session)
             threading.Thread(target=session.run, name="wsfast-demo-session", daemon=True).start()
 
+    def subscribed(self) -> None:
+        with self._restart_lock:
+            if self.restart_after is None or self._restart_timer is not None:
+                return
+            self._restart_timer = threading.Timer(self.restart_after, self._restart)
+            self._restart_timer.daemon = True
+        self._restart_timer.start()
+
+    def restarting(self) -> bool:
+        with self._restart_lock:
+            return time.monotonic() < self._restarting_until
+
+    def _restart(self) -> None:
+        with self._restart_lock:
+            self._restarting_until = time.monotonic() + self.restart_gap
+        for session in list(self.sessions):
+            if not session.stop.is_set():
+                session.restart()
+
     def event(self, text: str) -> None:
         if self.on_event is not None:
             self.on_event(text)
@@ -440,6 +486,10 @@ class PriceServer:
             self._listener.close()
         except OSError:
             pass
+        with self._restart_lock:
+            timer = self._restart_timer
+        if timer is not None:
+            timer.cancel()
         for session in self.sessions:
             session.stop.set()
             try:
@@ -482,6 +532,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=100_000,
                    help="messages per second per client unless its subscribe says otherwise; "
                         "0 = as fast as TCP takes them (default 100000)")
+    p.add_argument("--restart-after", type=float, default=None, metavar="SECONDS",
+                   help="restart the stream once, this long after the first subscription: "
+                        "close 1012, then answer 503 for --restart-gap seconds")
+    p.add_argument("--restart-gap", type=float, default=0.3, metavar="SECONDS",
+                   help="how long the restart refuses new connections (default 0.3)")
     p.add_argument("--exit-on-eof", action="store_true",
                    help="stop when stdin reaches EOF (the parent closed the pipe or died)")
     return p
@@ -491,7 +546,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     out = _Out()
     try:
-        server = PriceServer(args.host, args.port, args.rate, on_event=out)
+        server = PriceServer(args.host, args.port, args.rate, on_event=out,
+                             restart_after=args.restart_after, restart_gap=args.restart_gap)
     except OSError as exc:
         print(f"wsfast demo server: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

@@ -31,7 +31,17 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
-from . import COMPILED, COMPRESSION, ConnectionClosed, Error, __version__, after, connect, select
+from . import (
+    CLOSE_CODES,
+    COMPILED,
+    COMPRESSION,
+    ConnectionClosed,
+    Error,
+    __version__,
+    after,
+    reconnecting,
+    select,
+)
 
 __all__ = ["ServerProcess", "ServerProcessError", "run"]
 
@@ -72,8 +82,10 @@ class ServerProcess:
     closed CODE``) are collected in :attr:`events`; its stderr is this process's.
     """
 
-    def __init__(self, rate: float = 100_000, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, rate: float = 100_000, host: str = "127.0.0.1", port: int = 0,
+                 restart_after: Optional[float] = None) -> None:
         self.rate = rate
+        self.restart_after = restart_after   # the stream restarts once, this long after subscribing
         self.host = host
         self.port = port
         self.url: Optional[str] = None
@@ -89,6 +101,8 @@ class ServerProcess:
     def command(self) -> List[str]:
         args = ["--host", self.host, "--port", str(self.port), "--rate", repr(float(self.rate)),
                 "--exit-on-eof"]
+        if self.restart_after is not None:
+            args += ["--restart-after", repr(float(self.restart_after))]
         if os.path.exists(_SERVER_SCRIPT):
             # -I: the standard library only (no PYTHON* variables, no script directory on
             # sys.path, which is wsfast/ itself), and no import of the wsfast package.
@@ -280,16 +294,20 @@ def run(*, url: Optional[str] = None, duration: float = 5.0, rate: float = 100_0
     server: Optional[ServerProcess] = None
     try:
         if url is None:
-            server = ServerProcess(rate=rate)
+            # the local stream restarts once, half way: the demo shows the reconnect
+            server = ServerProcess(rate=rate,
+                                   restart_after=min(duration / 2, 2.5) if duration >= 2 else None)
             url = server.start()
-            print(f"demo server: pid {server.pid}, {url} (a separate process)", file=out, flush=True)
+            restart = server.restart_after
+            note = f"; it restarts the stream once, at t={restart:g}s" if restart else ""
+            print(f"demo server: pid {server.pid}, {url} (a separate process{note})", file=out, flush=True)
         codec = "compiled" if COMPILED else "pure-Python"
         mode = COMPRESSION(compression).name
         rate_text = "as fast as possible" if rate == 0 else f"{rate:,.0f} msg/s"
         print(f"wsfast {__version__} ({codec} codec) <- {url}  compression={mode}  "
               f"rate={rate_text}  duration={duration:g}s", file=out, flush=True)
         try:
-            status = _stream(url, duration, rate, compression, out, live, ctrl_c)
+            status = _stream(url, duration, rate, compression, out, live, ctrl_c, server)
         except Error as err:
             if _server_died(server):
                 return 1
@@ -328,33 +346,99 @@ def _close(client: Any) -> None:
         pass   # it had ended already: the channel tells the loop
 
 
-def _stream(url: str, duration: float, rate: float, compression: int, out: TextIO, live: bool,
-            ctrl_c: Any) -> int:
-    stats = _Stats()
-    client = connect(url, dial_timeout="10s", compression=compression)
-    if compression and not client.extensions:
-        print("note: the server declined permessage-deflate", file=out)
-    client.send(json.dumps({"action": "subscribe", "symbols": list(DEFAULT_SYMBOLS), "rate": rate}))
+class _Run:
+    """The state of one demo run across its connections."""
 
+    def __init__(self, duration: float) -> None:
+        self.duration = duration
+        self.started = self.last = time.monotonic()
+        self.stopped: Optional[float] = None      # when the run's end (or Ctrl-C) closed the client
+        self.last_wire = 0                        # bytes_in of earlier connections + this one's so far
+        self.wire_before = 0                      # bytes_in of the connections that ended
+        self.wire_at_close: Optional[int] = None
+        self.pings = 0
+        self.clock = after("1s")                  # status line, and the end of the run
+        self.last_message: Optional[float] = None
+        self.gaps: List[float] = []               # seconds without messages across each reconnect
+
+
+def _stream(url: str, duration: float, rate: float, compression: int, out: TextIO, live: bool,
+            ctrl_c: Any, server: Optional[ServerProcess] = None) -> int:
+    stats = _Stats()
+    run = _Run(duration)
+    subscribe = json.dumps({"action": "subscribe", "symbols": list(DEFAULT_SYMBOLS), "rate": rate})
+    client = None
+    # The price stream on wsfast.reconnecting: each connection subscribes anew; a stream
+    # that ends before the run does (an exchange restart) is dialled again with backoff.
+    with reconnecting(url, dial_timeout="10s", compression=compression, backoff_min="200ms",
+                      backoff_max="2s", max_attempts=10) as clients:
+        for number, client in enumerate(clients, 1):
+            if number > 1 and run.last_message is not None:
+                gap = time.monotonic() - run.last_message
+                run.gaps.append(gap)
+                failed = clients.failures
+                tried = (f"; {len(failed)} attempt{'s' if len(failed) > 1 else ''} failed before: "
+                         + ", ".join(_brief(e) for e in failed)) if failed else ""
+                _note(out, live, f"reconnected (connection {number}) {gap * 1000:.0f} ms after the "
+                                 f"last message{tried}; subscribing again")
+            if compression and not client.extensions:
+                _note(out, live, "note: the server declined permessage-deflate")
+            client.send(subscribe)
+            _connection(client, run, stats, out, live, ctrl_c)
+            if run.stopped is not None:
+                break                            # the run's end, or Ctrl-C
+            run.wire_before += client.stats["bytes_in"]
+            if server is not None and server.wait_exit(0.2) is not None:
+                break                            # our server died: nothing to reconnect to
+            reason = f" {client.close_reason!r}" if client.close_reason else ""
+            _note(out, live, f"connection {number} lost: {client.close_code} "
+                             f"({_code_name(client.close_code)}){reason}; reconnecting")
+    if client is None:
+        return 1
+    elapsed = (run.stopped or time.monotonic()) - run.started
+    if live:
+        out.write("\n")
+    if run.wire_at_close is None:
+        run.wire_at_close = run.wire_before + client.stats["bytes_in"]
+    _summary(out, client, stats, elapsed, run, number)
+    if ctrl_c.hit:
+        return 130
+    ok = stats.messages > 0 and client.error is None and client.close_code == 1000
+    return 0 if ok else 1
+
+
+def _note(out: TextIO, live: bool, text: str) -> None:
+    if live:
+        out.write("\r\x1b[K")
+    print(text, file=out, flush=True)
+
+
+def _brief(err: Error) -> str:
+    status = getattr(err, "status", None)
+    return f"HTTP {status}" if status else f"{type(err).__name__}: {err}"
+
+
+def _code_name(code: Optional[int]) -> str:
+    try:
+        return CLOSE_CODES(code).name
+    except ValueError:
+        return "unknown"
+
+
+def _connection(client: Any, run: _Run, stats: _Stats, out: TextIO, live: bool, ctrl_c: Any) -> None:
+    """Receive on one connection until it ends (the server's doing, or the run's end)."""
     ch = client.channel()
     heartbeat = after("1s")                 # the Lua example uses 30s; 1s shows it working
-    clock = after("1s")                     # status line, and the end of the run
-    pings = 0
-    started = last = time.monotonic()
-    stopped: Optional[float] = None
-    last_wire = 0
-    wire_at_close: Optional[int] = None
     while True:
-        if ctrl_c.hit and stopped is None:
-            stopped, wire_at_close = time.monotonic(), client.stats["bytes_in"]
-            if live:
-                out.write("\n")
-            print("interrupted: closing", file=out, flush=True)
+        if ctrl_c.hit and run.stopped is None:
+            run.stopped = time.monotonic()
+            run.wire_at_close = run.wire_before + client.stats["bytes_in"]
+            _note(out, live, "interrupted: closing")
             _close(client)
-        r = select(ch.case_receive(), heartbeat.case_receive(), clock.case_receive())
+        r = select(ch.case_receive(), heartbeat.case_receive(), run.clock.case_receive())
         if r.channel is ch:
             if not r.ok:
-                break                   # connection closed
+                return                  # connection closed
             _on_tick(stats, r.value)
             # Take what is already buffered without another select: the timers are
             # looked at again after at most channel_capacity messages.
@@ -363,33 +447,25 @@ def _stream(url: str, duration: float, rate: float, compression: int, out: TextI
                 if not ok:
                     break
                 _on_tick(stats, msg)
+            run.last_message = time.monotonic()
         elif r.channel is heartbeat:
-            if stopped is None:
+            if run.stopped is None:
                 try:
-                    client.ping()       # keep-alive
-                    pings += 1
+                    client.ping()       # keep-alive (the Lua example's; ping_interval does it too)
+                    run.pings += 1
                 except ConnectionClosed:
                     pass                # the server ended it: the channel tells the loop
             heartbeat = after("1s")
         else:
             now = time.monotonic()
-            wire = client.stats["bytes_in"]
-            _status(out, live, now - started, now - last, stats, wire - last_wire, wire)
-            last, last_wire = now, wire
-            if now - started >= duration and stopped is None:
-                stopped, wire_at_close = now, wire
+            wire = run.wire_before + client.stats["bytes_in"]
+            _status(out, live, now - run.started, now - run.last, stats, wire - run.last_wire, wire)
+            run.last, run.last_wire = now, wire
+            if now - run.started >= run.duration and run.stopped is None:
+                run.stopped, run.wire_at_close = now, wire
                 _close(client)          # what is buffered drains; the loop ends when ch closes
-            clock = after(min(1.0, max(0.0, started + duration - now)) * 1000.0 or 1000.0)
-    elapsed = (stopped or time.monotonic()) - started
-    if live:
-        out.write("\n")
-    if wire_at_close is None:
-        wire_at_close = client.stats["bytes_in"]
-    _summary(out, client, stats, elapsed, pings, wire_at_close)
-    if ctrl_c.hit:
-        return 130
-    ok = stats.messages > 0 and client.error is None and client.close_code == 1000
-    return 0 if ok else 1
+            left = max(0.0, run.started + run.duration - now)
+            run.clock = after(min(1.0, left) * 1000.0 or 1000.0)
 
 
 def _on_tick(stats: _Stats, msg: Any) -> None:
@@ -430,7 +506,9 @@ def _status(out: TextIO, live: bool, t: float, dt: float, stats: _Stats, wire_de
     out.flush()
 
 
-def _summary(out: TextIO, client: Any, stats: _Stats, elapsed: float, pings: int, wire: int) -> None:
+def _summary(out: TextIO, client: Any, stats: _Stats, elapsed: float, run: _Run, connections: int) -> None:
+    wire = run.wire_at_close or 0
+    pings = run.pings
     p50, p99 = _percentiles(stats.whole_run(), (0.5, 0.99))
     top = stats.max_latency if stats.max_latency > -math.inf else math.nan
     ratio = wire / stats.payload_bytes if stats.payload_bytes else math.nan
@@ -446,6 +524,8 @@ def _summary(out: TextIO, client: Any, stats: _Stats, elapsed: float, pings: int
     print(f"  last prices: {last or 'none'}", file=out)
     print(f"  keep-alive pings sent: {pings}; closed with {client.close_code} "
           f"{client.close_reason or ''}".rstrip(), file=out)
+    gaps = ", ".join(f"{g * 1000:.0f} ms" for g in run.gaps)
+    print(f"  connections: {connections}" + (f" (reconnect gaps: {gaps})" if gaps else ""), file=out)
     if client.error is not None:
         print(f"  connection error: {client.error!r}", file=out)
     out.flush()

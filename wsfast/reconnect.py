@@ -9,7 +9,7 @@ from __future__ import annotations
 import random as _random
 import threading
 import time
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, List, Mapping, Optional
 
 from .backoff import Backoff, ReconnectOptions, split_options
 from .client import Client, connect_with
@@ -85,6 +85,9 @@ class Reconnecting:
         self._client: Optional[Client] = None
         self._opened = 0.0
         self._cancel: Optional[Cancel] = None
+        # the errors of the attempts that failed (and were retried) before the client
+        # last returned: for logging ("connected after 3 attempts: ...")
+        self.failures: List[Error] = []
 
     @property
     def closed(self) -> bool:
@@ -99,6 +102,7 @@ class Reconnecting:
         :func:`reconnecting` says."""
         self._retire()
         backoff = self.backoff
+        failures: List[Error] = []
         while True:
             delay = backoff.delay()
             if self._stop.wait(delay) if delay > 0 else self._stop.is_set():
@@ -114,6 +118,7 @@ class Reconnecting:
                 if self._stop.is_set():    # close() cancelled this attempt
                     raise StopIteration from None
                 if backoff.failed(err):
+                    failures.append(err)
                     continue
                 self._stop.set()
                 raise
@@ -126,6 +131,7 @@ class Reconnecting:
             with self._lock:
                 if not self._stop.is_set():
                     self._client = client
+                    self.failures = failures
                     self._opened = self._clock()
                     backoff.connected()
                     return client
