@@ -308,6 +308,8 @@ def test_a_503_with_retry_after_is_retried_after_it(server):
     with reconnecting(srv.url, backoff_min="10ms") as it:
         client = next(it)
         client.close()
+        # the refusal that was retried is there for logging
+        assert [getattr(e, "status", None) for e in it.failures] == [503]
     gap = srv.accepts[1] - srv.accepts[0]
     assert 1.0 <= gap < 1.5, gap        # the jitter alone would be under 10 ms
 
