@@ -7,10 +7,11 @@ later ones until cleared; the relay never alters, reorders or duplicates bytes:
 * ``stall(seconds)``: forward nothing, either way, for that long;
 * ``trickle(size, delay)``: forward server->client bytes ``size`` at a time, ``delay``
   seconds apart;
-* ``silence()``: forward nothing ever again and keep both sockets open (half-open: no
-  FIN, no RST; the peers' writes still land in the kernel's buffers);
-* ``reset_after(n)``: after ``n`` more server->client bytes, reset both sides (RST);
-  ``reset()`` is ``reset_after(0)``;
+* ``silence()``: the connections open now forward nothing ever again and keep both
+  sockets open (half-open: no FIN, no RST; the peers' writes still land in the kernel's
+  buffers); later connections pass;
+* ``reset_after(n)``: after ``n`` more server->client bytes, reset both sides (RST) of
+  the connection that carried them, once; ``reset()`` is ``reset_after(0)``;
 * ``clear()``: back to plain relaying.
 
 ``connections`` counts the connections accepted; ``close()`` ends everything.
@@ -46,7 +47,7 @@ class FaultRelay:
         self.connections = 0
         self._lock = threading.Lock()   # guards the fault settings below and _threads
         self._stall_until = 0.0
-        self._silent = False
+        self._silent_upto = 0   # connections numbered up to this one are silent
         self._trickle: Optional[tuple] = None
         self._reset_after: Optional[int] = None
         self._closed = threading.Event()
@@ -66,7 +67,7 @@ class FaultRelay:
 
     def silence(self) -> None:
         with self._lock:
-            self._silent = True
+            self._silent_upto = self.connections
 
     def reset_after(self, n: int) -> None:
         with self._lock:
@@ -78,7 +79,7 @@ class FaultRelay:
     def clear(self) -> None:
         with self._lock:
             self._stall_until = 0.0
-            self._silent = False
+            self._silent_upto = 0
             self._trickle = None
             self._reset_after = None
 
@@ -110,16 +111,18 @@ class FaultRelay:
             except OSError:
                 _rst(client)
                 continue
-            self.connections += 1
-            t = threading.Thread(target=self._pump, args=(client, server), name="test-relay-pump",
+            with self._lock:
+                self.connections += 1
+                number = self.connections
+            t = threading.Thread(target=self._pump, args=(client, server, number), name="test-relay-pump",
                                  daemon=True)
             with self._lock:
                 self._threads.append(t)
             t.start()
 
-    def _pump(self, client: socket.socket, server: socket.socket) -> None:
+    def _pump(self, client: socket.socket, server: socket.socket, number: int) -> None:
         try:
-            self._pump_until_done(client, server)
+            self._pump_until_done(client, server, number)
         finally:
             for s in (client, server):
                 try:
@@ -127,15 +130,17 @@ class FaultRelay:
                 except OSError:
                     pass
 
-    def _pump_until_done(self, client: socket.socket, server: socket.socket) -> None:
+    def _pump_until_done(self, client: socket.socket, server: socket.socket, number: int) -> None:
         open_ends = {client: server, server: client}
         while open_ends and not self._closed.is_set():
             with self._lock:
-                silent = self._silent
+                silent = number <= self._silent_upto
                 stalled = time.monotonic() < self._stall_until
                 trickle = self._trickle
                 reset_after = self._reset_after
             if reset_after == 0:
+                with self._lock:
+                    self._reset_after = None   # one shot: later connections pass
                 _rst(client)
                 _rst(server)
                 return

@@ -93,7 +93,7 @@ def test_a_silent_peer_is_found_within_interval_plus_timeout(raw_server):
     c = wsfast.connect(srv.url, ping_interval="200ms", ping_timeout="300ms", close_timeout="2s")
     got = [m.data for m in c.channel()]   # ends when the peer is found dead
     took = time.monotonic() - start
-    assert got == ["m%d" % i for i in range(5)]   # the buffered messages first
+    assert got == [f"m{i}" for i in range(5)]   # the buffered messages first
     assert isinstance(c.error, wsfast.Timeout) and c.error.retryable is True
     assert "keepalive" in str(c.error)
     assert c.close_code == 1006
@@ -263,3 +263,17 @@ def test_the_reader_is_gone_after_a_keepalive_timeout(raw_server):
     assert ended.wait(2)
     t.join(2)
     assert wait_no_readers(srv.url.split("//")[1]) == []
+
+
+def test_an_idle_connection_whose_peer_answers_pings_stays_open(ws_server):
+    """Nothing but pongs arrives for 0.8 s (8 intervals): pongs are life."""
+    idle = threading.Event()
+    srv = ws_server(lambda ws: idle.wait(5), ping_interval=None)
+    c = wsfast.connect(srv.url, ping_interval="100ms", ping_timeout="100ms")
+    time.sleep(0.8)
+    try:
+        assert not c.closed, c.error
+        assert c.latency is not None   # the keepalive pings were answered
+    finally:
+        idle.set()
+        c.close()
