@@ -401,8 +401,9 @@ class Engine:
         """Drop the TCP connection: every poll on the socket wakes up."""
         try:
             # the plain socket's shutdown: SSLSocket.shutdown would also drop its TLS
-            # object under a writer that may be using it
-            socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+            # object under a writer that may be using it (a tunnel through a proxy
+            # shuts down its outer socket, ``raw``)
+            socket.socket.shutdown(getattr(self._sock, "raw", self._sock), socket.SHUT_RDWR)
         except OSError:
             pass
 
