@@ -14,13 +14,13 @@ from dataclasses import replace
 from typing import Any, Dict, Mapping, Optional, Union
 
 from .channels import Channel
-from .constants import BINARY, CLOSE_CODES, TEXT
+from .constants import CLOSE_CODES
 from .engine import Engine, upgrade
 from .errors import ConnectionClosed, Error, HandshakeError, InvalidOption
 from .handshake import Redirects
 from .options import Options, parse_options
 from .policy import check_connect
-from .protocol import Protocol, check_close_args
+from .protocol import Protocol, check_close_args, check_send_args, utf8
 from .transport import Cancel, dial
 
 __all__ = ["Client", "connect", "connect_with"]
@@ -92,7 +92,7 @@ class Client:
         if type is None and (cls is str or cls is bytes):
             opcode = None
         else:
-            data, opcode = _check_send(data, type)
+            data, opcode = check_send_args(data, type)
         try:
             self._send(data, opcode)
         except UnicodeEncodeError:
@@ -105,7 +105,7 @@ class Client:
         Raises InvalidOption, ConnectionClosed, ConnectError.
         """
         if isinstance(data, str):
-            data = _utf8(data)
+            data = utf8(data)
         elif not isinstance(data, (bytes, bytearray, memoryview)):
             raise InvalidOption("ping data must be bytes or str")
         if len(data) > 125:
@@ -135,35 +135,6 @@ class Client:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<wsfast.Client {self.url} {state}>"
-
-
-def _check_send(data: Any, type: Optional[int]) -> tuple:
-    """Validate send()'s arguments beyond the common cases; return (data, opcode)."""
-    if type is None:
-        opcode = None
-    elif (type == TEXT or type == BINARY) and not isinstance(type, bool):
-        opcode = int(type)
-    else:
-        raise InvalidOption(f"type must be wsfast.TEXT (1) or wsfast.BINARY (2), not {type!r}")
-    if isinstance(data, str):
-        if opcode == BINARY:
-            data = _utf8(data)
-    elif isinstance(data, (bytes, bytearray, memoryview)):
-        if opcode == TEXT:
-            try:
-                bytes(data).decode("utf-8")
-            except UnicodeDecodeError:
-                raise InvalidOption("send(bytes, TEXT) needs valid UTF-8") from None
-    else:
-        raise InvalidOption(f"send() takes str or bytes-like data, not {data.__class__.__name__}")
-    return data, opcode
-
-
-def _utf8(text: str) -> bytes:
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidOption("text is not valid Unicode (lone surrogate)") from None
 
 
 # ---------------------------------------------------------------------- connecting

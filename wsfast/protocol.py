@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional
 
 from . import handshake
 from .codec import Close, FrameEncoder, FrameParser, Message, is_valid_close_code
-from .constants import CLOSE_CODES
+from .constants import BINARY, CLOSE_CODES, TEXT
 from .errors import (
     ConnectError,
     ConnectionClosed,
@@ -44,7 +44,7 @@ from .options import Options
 from .policy import Target
 
 __all__ = ["Protocol", "CONNECTING", "OPEN", "CLOSING", "CLOSED", "REDIRECT_STATUSES",
-           "check_close_args"]
+           "check_close_args", "check_send_args", "utf8"]
 
 CONNECTING = "CONNECTING"  # the upgrade request is out, the response not complete
 OPEN = "OPEN"              # messages flow both ways
@@ -78,6 +78,37 @@ def check_close_args(code: int, reason: str) -> bytes:
     if len(raw) > 123:
         raise InvalidOption("close reason over 123 bytes")
     return raw
+
+
+def check_send_args(data: Any, type: Optional[int]) -> tuple:
+    """Validate ``send(data, type)``'s arguments (both front ends); return ``(data, opcode)``
+    (opcode None: by the data's type). Raises InvalidOption."""
+    if type is None:
+        opcode = None
+    elif (type == TEXT or type == BINARY) and not isinstance(type, bool):
+        opcode = int(type)
+    else:
+        raise InvalidOption(f"type must be wsfast.TEXT (1) or wsfast.BINARY (2), not {type!r}")
+    if isinstance(data, str):
+        if opcode == BINARY:
+            data = utf8(data)
+    elif isinstance(data, (bytes, bytearray, memoryview)):
+        if opcode == TEXT:
+            try:
+                bytes(data).decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidOption("send(bytes, TEXT) needs valid UTF-8") from None
+    else:
+        raise InvalidOption(f"send() takes str or bytes-like data, not {data.__class__.__name__}")
+    return data, opcode
+
+
+def utf8(text: str) -> bytes:
+    """``text`` as UTF-8; raises InvalidOption for a lone surrogate."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidOption("text is not valid Unicode (lone surrogate)") from None
 
 
 class Protocol:
