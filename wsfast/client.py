@@ -21,6 +21,7 @@ from .handshake import Redirects
 from .options import Options, parse_options
 from .policy import check_connect
 from .protocol import Protocol, check_close_args, check_send_args, utf8
+from .proxy import select_proxy
 from .transport import Cancel, dial
 
 __all__ = ["Client", "connect", "connect_with"]
@@ -157,7 +158,8 @@ def connect_with(url: str, opts: Options, cancel: Optional[Cancel] = None) -> Cl
     deadline = None if opts.dial_timeout is None else time.monotonic() + opts.dial_timeout
     redirects = Redirects(target, opts.headers, opts.max_redirects)
     while True:
-        sock = dial(target, opts, deadline, cancel)   # (one dial_timeout for the whole chain)
+        proxy = select_proxy(target, opts.proxy)      # (per hop: no_proxy may differ)
+        sock = dial(target, opts, deadline, cancel, proxy)   # (one dial_timeout for the whole chain)
         hop = opts if not redirects.hops else replace(opts, headers=redirects.headers())
         proto = Protocol(target, hop)
         try:
@@ -176,4 +178,4 @@ def connect_with(url: str, opts: Options, cancel: Optional[Cancel] = None) -> Cl
         finally:
             if cancel is not None:
                 cancel.forget(sock)
-        return Client(engine, proto)
+        return Client(engine, proto, proxy.display if proxy is not None else None)
