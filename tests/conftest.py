@@ -55,6 +55,21 @@ GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 
+# ---------------------------------------------------------------------- the environment
+
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "ws_proxy", "wss_proxy", "no_proxy")
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_environment(monkeypatch):
+    """The client reads the proxy variables (DESIGN §6); a machine that sets them (CI
+    behind a proxy for its package registries) must not route the tests' 127.0.0.1
+    connections through its proxy. Tests of the environment set them themselves."""
+    for name in _PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
 # ---------------------------------------------------------------------- frames
 
 def accept_for(key: str) -> str:

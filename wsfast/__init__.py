@@ -28,6 +28,7 @@ from .errors import (
     InvalidOption,
     PermissionDenied,
     ProtocolError,
+    ProxyError,
     Timeout,
 )
 from .policy import Policy, allow, deny, policy_scope, set_policy
@@ -39,7 +40,7 @@ __all__ = [
     "connect", "reconnecting", "Reconnecting", "Client", "Message", "Channel", "Selected", "select", "after",
     "Policy", "allow", "deny", "set_policy", "policy_scope",
     "Error", "PermissionDenied", "InvalidOption", "Timeout", "ConnectError", "HandshakeError",
-    "ProtocolError", "ConnectionClosed", "ChannelClosed", "errors",
+    "ProxyError", "ProtocolError", "ConnectionClosed", "ChannelClosed", "errors",
     "TEXT", "BINARY", "TYPE_TEXT", "TYPE_BINARY", "TYPE_PING", "TYPE_PONG", "TYPE_CLOSE",
     "COMPRESSION", "CLOSE_CODES", "COMPILED", "__version__",
 ]

@@ -370,8 +370,10 @@ def _stream(url: str, duration: float, rate: float, compression: int, out: TextI
     client = None
     # The price stream on wsfast.reconnecting: each connection subscribes anew; a stream
     # that ends before the run does (an exchange restart) is dialled again with backoff.
+    # (our own server is on 127.0.0.1: never through the environment's proxy)
     with reconnecting(url, dial_timeout="10s", compression=compression, backoff_min="200ms",
-                      backoff_max="2s", max_attempts=10) as clients:
+                      backoff_max="2s", max_attempts=10,
+                      proxy=False if server is not None else None) as clients:
         for number, client in enumerate(clients, 1):
             if number > 1 and run.last_message is not None:
                 gap = time.monotonic() - run.last_message

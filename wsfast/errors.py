@@ -12,7 +12,7 @@ __all__ = [
     "NOT_FOUND", "ALREADY_EXISTS", "INVALID", "PERMISSION_DENIED", "UNAVAILABLE",
     "INTERNAL", "CANCELED", "CONFLICT", "TIMEOUT", "RATE_LIMITED", "UNKNOWN",
     "Error", "PermissionDenied", "InvalidOption", "Timeout", "ConnectError",
-    "HandshakeError", "ProtocolError", "ConnectionClosed", "ChannelClosed", "is_",
+    "HandshakeError", "ProxyError", "ProtocolError", "ConnectionClosed", "ChannelClosed", "is_",
 ]
 
 NOT_FOUND = "NOT_FOUND"
@@ -118,6 +118,24 @@ class HandshakeError(Error):
     @property
     def body(self) -> Optional[bytes]:
         return self.details.get("body")
+
+
+class ProxyError(ConnectError):
+    """A proxy refused or broke the tunnel; ``status`` is an HTTP proxy's answer (not
+    retryable for 407 and 403)."""
+
+    kind = INTERNAL
+    retryable = True
+
+    def __init__(self, message: str = "", *, status: Optional[int] = None,
+                 retryable: Optional[bool] = None, **details: Any) -> None:
+        if retryable is None and status in (403, 407):
+            retryable = False
+        super().__init__(message, retryable=retryable, status=status, **details)
+
+    @property
+    def status(self) -> Optional[int]:
+        return self.details.get("status")
 
 
 class ProtocolError(Error):

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Union
 from urllib.parse import unquote
 
-from .errors import INTERNAL, ConnectError, HandshakeError, InvalidOption
+from .errors import HandshakeError, InvalidOption, ProxyError
 from .handshake import Response, ResponseParser
 from .policy import Target, _split_host_port, _to_ascii, parse_url
 
@@ -52,30 +52,8 @@ SOCKS_SCHEMES = ("socks4", "socks4a", "socks5", "socks5h")
 # The answer to CONNECT is bounded like the handshake's response.
 MAX_ANSWER_SIZE = 65536
 MAX_ANSWER_HEADERS = 256
-# Under these statuses retrying cannot help: the proxy wants other credentials or refuses.
-_FINAL_STATUSES = (403, 407)
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 _HTTP10, _HTTP11 = b"HTTP/1.0", b"HTTP/1.1"
-
-
-class ProxyError(ConnectError):
-    """A proxy refused or broke the tunnel; ``status`` is an HTTP proxy's answer.
-
-    Not retryable for 407 (credentials) and 403 (refused), else retryable.
-    """
-
-    kind = INTERNAL
-    retryable = True
-
-    def __init__(self, message: str = "", *, status: Optional[int] = None,
-                 retryable: Optional[bool] = None, **details: Any) -> None:
-        if retryable is None and status in _FINAL_STATUSES:
-            retryable = False
-        super().__init__(message, retryable=retryable, status=status, **details)
-
-    @property
-    def status(self) -> Optional[int]:
-        return self.details.get("status")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ Decisions:
   (``getaddrinfo`` itself cannot be interrupted); literal addresses skip the thread.
 * TCP tries the addresses in the resolver's order. An address that refuses or times
   out is skipped for the next one; each attempt gets an equal share of the time left
-  (at least ``_MIN_ATTEMPT`` when that much is left), as Go's ``net.Dialer`` does, so
+  (at least ``MIN_ATTEMPT`` when that much is left), as Go's ``net.Dialer`` does, so
   one black-holed address cannot eat the whole ``dial_timeout``. A proxy's name is
   resolved and its addresses tried by the same rules.
 * TLS verifies the server against the system trust store unless ``ssl`` gives a
@@ -40,17 +40,17 @@ import time
 import warnings
 from typing import Any, List, NamedTuple, Optional, Union
 
-from .errors import ConnectError, Error, InvalidOption, Timeout
+from .errors import ConnectError, Error, InvalidOption, ProxyError, Timeout
 from .options import Options
 from .policy import Target
-from .proxy import ProxyError, ProxyURL, TunnelAnswer, connect_request
+from .proxy import ProxyURL, TunnelAnswer, connect_request
 
 __all__ = ["Cancel", "TunnelSocket", "dial", "remaining"]
 
 # The least time one TCP attempt gets when more addresses are left to try (Go's
 # net.Dialer uses 2 s too): enough for a connect across the world, short enough that
 # a dead first address leaves time for the others.
-_MIN_ATTEMPT = 2.0
+MIN_ATTEMPT = 2.0
 # Plaintext encrypted per TunnelSocket write (four TLS records): what is kept when the
 # outer socket takes only part of it is at most this much ciphertext.
 _CHUNK = 65536
@@ -186,11 +186,7 @@ def _connect_tcp(peer: _Peer, addresses: list, deadline: Optional[float],
     url = peer.target.url
     for i, (family, type_, proto, _name, addr) in enumerate(addresses):
         left = remaining(deadline, peer.target, f"the TCP connect to {peer.where}")
-        attempt = left
-        if left is not None:
-            others = len(addresses) - i - 1
-            if others:
-                attempt = min(left, max(left / (others + 1), _MIN_ATTEMPT))
+        attempt = attempt_time(left, len(addresses) - i - 1)
         sock = socket.socket(family, type_, proto)
         try:
             if cancel is not None:
@@ -216,11 +212,28 @@ def _connect_tcp(peer: _Peer, addresses: list, deadline: Optional[float],
                 raise ConnectError("the dial was cancelled", url=url)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
+    raise no_connection(peer.where, url, failures, last, proxy=peer.proxy) from last
+
+
+def attempt_time(left: Optional[float], others: int) -> Optional[float]:
+    """The seconds one TCP attempt gets, ``left`` being the time left (None: no bound)
+    and ``others`` the addresses still to try after it: an equal share, at least
+    ``MIN_ATTEMPT`` (both front ends)."""
+    if left is None or not others:
+        return left
+    return min(left, max(left / (others + 1), MIN_ATTEMPT))
+
+
+def no_connection(where: str, url: str, failures: List[str], last: Optional[BaseException],
+                  **details: Any) -> Error:
+    """The error when no address of ``where`` answered (``failures``: one line each,
+    "ADDRESS: timed out" for a timeout): Timeout when every attempt timed out, else
+    ConnectError (both front ends)."""
     if failures and all(f.endswith(": timed out") for f in failures):
-        raise Timeout(f"dial timeout connecting to {peer.where} ({'; '.join(failures)})",
-                      url=url, proxy=peer.proxy)
-    raise ConnectError(f"cannot connect to {peer.where}: {'; '.join(failures) or 'no address'}",
-                       url=url, proxy=peer.proxy, cause=last) from last
+        return Timeout(f"dial timeout connecting to {where} ({'; '.join(failures)})", url=url,
+                       **details)
+    return ConnectError(f"cannot connect to {where}: {'; '.join(failures) or 'no address'}",
+                        url=url, cause=last, **details)
 
 
 _context: Optional[_ssl.SSLContext] = None

@@ -1,0 +1,200 @@
+"""The public asyncio client: :func:`connect` and :class:`Client` (DESIGN §7).
+
+The same options, errors, policy and attributes as the sync client, on the same
+sans-I/O code: ``connect`` checks the options and the policy (in the task's context),
+follows redirects (:class:`wsfast.handshake.Redirects`), dials
+(:mod:`wsfast.asyncio.dial`) and runs the upgrade through the
+:class:`~wsfast.protocol.Protocol`, in a :class:`~wsfast.asyncio.engine.Connection`.
+``Client`` validates the user's arguments and reports the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any, Dict, Generator, Mapping, Optional, Union
+
+from ..constants import CLOSE_CODES
+from ..errors import ConnectionClosed, Error, HandshakeError, InvalidOption, Timeout
+from ..handshake import Redirects
+from ..options import Options, parse_options
+from ..policy import check_connect
+from ..protocol import Protocol, check_close_args, check_send_args, utf8
+from .channels import Channel
+from .dial import dial
+from .engine import Connection
+
+__all__ = ["Client", "connect", "connect_with"]
+
+
+class Client:
+    """A connected asyncio WebSocket client; create it with :func:`connect`.
+
+    Use it from the event loop it was made in. Received data messages arrive on
+    :meth:`channel`.
+    """
+
+    def __init__(self, conn: Connection, proxy: Optional[str] = None) -> None:
+        proto = conn.proto
+        self.url: str = proto.url
+        self.proxy: Optional[str] = proxy
+        self.subprotocol: Optional[str] = proto.subprotocol
+        self.extensions: Optional[str] = proto.extensions
+        self.response_headers: Dict[str, str] = proto.response_headers
+        self._conn = conn
+        self._proto = proto
+
+    def channel(self) -> Channel:
+        """The receive channel of this client (always the same one)."""
+        return self._conn.channel
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection has ended."""
+        return self._conn.ended.is_set()
+
+    @property
+    def close_code(self) -> Optional[int]:
+        """The peer's close code; else the code this side failed with; else 1006. None while open."""
+        return self._proto.close_code if self.closed else None
+
+    @property
+    def close_reason(self) -> Optional[str]:
+        """The reason that goes with :attr:`close_code`. None while open."""
+        return self._proto.close_reason if self.closed else None
+
+    @property
+    def error(self) -> Optional[Error]:
+        """The wsfast.Error that ended the connection, else None."""
+        return self._proto.error
+
+    @property
+    def latency(self) -> Optional[float]:
+        """Seconds of the last ping's round trip, None before the first pong."""
+        return self._conn.latency
+
+    @property
+    def stats(self) -> Dict[str, int]:
+        """Counters: messages and bytes in and out (bytes as on the wire)."""
+        p = self._proto
+        return {"messages_in": p.messages_in, "bytes_in": p.bytes_in,
+                "messages_out": p.messages_out, "bytes_out": p.bytes_out}
+
+    async def send(self, data: Union[str, bytes, bytearray, memoryview], type: Optional[int] = None) -> bool:
+        """Send one message: ``str`` as TEXT, bytes-like as BINARY, unless ``type`` says.
+
+        Returns True once the frame is queued for the transport (waiting, at most
+        ``write_timeout``, while the transport's buffer is full). Raises InvalidOption,
+        ConnectionClosed, Timeout.
+        """
+        cls = data.__class__
+        if type is None and (cls is str or cls is bytes):
+            opcode = None
+        else:
+            data, opcode = check_send_args(data, type)
+        try:
+            await self._conn.send(data, opcode)
+        except UnicodeEncodeError:
+            raise InvalidOption("text is not valid Unicode (lone surrogate)") from None
+        return True
+
+    async def ping(self, data: Union[bytes, str] = b"") -> bool:
+        """Send a ping (does not wait for the pong). ``data`` at most 125 bytes.
+
+        Raises InvalidOption, ConnectionClosed.
+        """
+        if isinstance(data, str):
+            data = utf8(data)
+        elif not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidOption("ping data must be bytes or str")
+        if len(data) > 125:
+            raise InvalidOption("ping data over 125 bytes")
+        self._conn.ping(bytes(data))
+        return True
+
+    async def close(self, code: int = CLOSE_CODES.NORMAL, reason: str = "") -> bool:
+        """Close with ``code`` and ``reason``; wait at most ``close_timeout`` for the server.
+
+        Raises InvalidOption, ConnectionClosed (the connection already ended, or close
+        was called).
+        """
+        check_close_args(code, reason)
+        await self._conn.close(int(code), reason)
+        return True
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        try:
+            await self.close()
+        except ConnectionClosed:
+            pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<wsfast.asyncio.Client {self.url} {state}>"
+
+
+class _Connecting:
+    """What :func:`connect` returns: awaitable (the Client) and an async context manager
+    (the Client, closed on exit)."""
+
+    def __init__(self, url: str, opts: Options) -> None:
+        self._url = url
+        self._opts = opts
+        self._client: Optional[Client] = None
+
+    def __await__(self) -> Generator[Any, None, Client]:
+        return connect_with(self._url, self._opts).__await__()
+
+    async def __aenter__(self) -> Client:
+        self._client = await connect_with(self._url, self._opts)
+        return self._client
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self._client is not None:
+            await self._client.__aexit__(*exc)
+
+
+def connect(url: str, options: Optional[Mapping[str, Any]] = None, /, **kwargs: Any) -> _Connecting:
+    """Open a WebSocket connection: ``client = await connect(url, ...)`` or
+    ``async with connect(url, ...) as client``.
+
+    The options of :func:`wsfast.connect` (DESIGN §1, §6). Raises InvalidOption at
+    once (bad options); awaiting raises PermissionDenied, InvalidOption, Timeout,
+    ConnectError or HandshakeError.
+    """
+    return _Connecting(url, parse_options(options, kwargs))
+
+
+async def connect_with(url: str, opts: Options) -> Client:
+    """:func:`connect` with parsed options. Raises as :func:`connect` does."""
+    loop = asyncio.get_running_loop()
+    target = check_connect(url)          # the policy in force in this task, before any DNS or TCP
+    deadline = None if opts.dial_timeout is None else loop.time() + opts.dial_timeout
+    redirects = Redirects(target, opts.headers, opts.max_redirects)
+    while True:
+        hop = opts if not redirects.hops else replace(opts, headers=redirects.headers())
+        proto = Protocol(target, hop)
+        transport, conn = await dial(target, opts, deadline,
+                                     lambda proto=proto: Connection(proto, opts))  # type: ignore[misc]
+        try:
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                raise asyncio.TimeoutError
+            await asyncio.wait_for(asyncio.shield(conn.handshake), left)
+        except HandshakeError as refusal:
+            transport.abort()
+            if proto.redirect is None:
+                raise
+            target = check_connect(redirects.follow(refusal))   # policy per hop, before its DNS
+            redirects.arrived(target)
+            continue
+        except asyncio.TimeoutError:
+            transport.abort()
+            raise Timeout("dial timeout waiting for the HTTP upgrade response", url=target.url) from None
+        except BaseException:
+            transport.abort()
+            raise
+        return Client(conn)
