@@ -135,3 +135,32 @@ def test_dial_returns_a_connected_plain_socket_for_ws(listener):
         assert sock.getpeername() == ("127.0.0.1", port)
     finally:
         sock.close()
+
+
+def test_cancel_ends_the_wait_for_a_dns_lookup(monkeypatch):
+    """A lookup that never answers (the system resolver is replaced for this test: no
+    real DNS server can be made to hang here) is left behind at once on cancel."""
+    import threading
+
+    from wsfast.transport import Cancel
+
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def hanging(host, *args, **kwargs):
+        if host == "hangs.example" and not kwargs.get("flags", 0) & socket.AI_NUMERICHOST:
+            release.wait(10)
+            raise socket.gaierror("released")
+        return real(host, *args, **kwargs)   # (the numeric-host check fails as usual)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    cancel = Cancel()
+    target = parse_url("ws://hangs.example/")
+    threading.Timer(0.2, cancel.cancel).start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(errors.ConnectError, match="cancelled"):
+            resolve(target, time.monotonic() + 5, cancel)
+        assert time.monotonic() - start < 1.0
+    finally:
+        release.set()

@@ -70,9 +70,20 @@ class Cancel:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()   # guards _socks and cancelled
+        self._lock = threading.Lock()   # guards _socks, _events and cancelled
         self._socks: set = set()
+        self._events: set = set()
         self.cancelled = False
+
+    def wake(self, event: threading.Event) -> bool:
+        """Set ``event`` on :meth:`cancel` (a DNS lookup's wait) until :meth:`forget`;
+        False (and ``event`` set) when already cancelled."""
+        with self._lock:
+            if not self.cancelled:
+                self._events.add(event)
+                return True
+        event.set()
+        return False
 
     def watch(self, sock: Any) -> None:
         """Watch ``sock`` until :meth:`forget`; raises ConnectError once cancelled."""
@@ -87,11 +98,15 @@ class Cancel:
         sock = getattr(sock, "raw", sock)
         with self._lock:
             self._socks.discard(sock)
+            self._events.discard(sock)
 
     def cancel(self) -> None:
         with self._lock:
             self.cancelled = True
             socks, self._socks = self._socks, set()
+            events, self._events = self._events, set()
+        for event in events:
+            event.set()
         for sock in socks:
             try:
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)
@@ -120,28 +135,28 @@ class _Peer(NamedTuple):
 
     @property
     def where(self) -> str:
-        if self.label and ":" in self.host:
+        if ":" in self.host:
             return f"{self.label}[{self.host}]:{self.port}"
         return f"{self.label}{self.host}:{self.port}"
 
 
 def _target_peer(target: Target) -> _Peer:
-    return _Peer(target.host, target.port, target, False, None)
+    return _Peer(target.host, target.port, target, "", None)
 
 
 def _proxy_peer(target: Target, proxy: ProxyURL) -> _Peer:
     return _Peer(proxy.host, proxy.port, target, "the proxy ", proxy.display)
 
 
-def resolve(target: Target, deadline: Optional[float]) -> list:
-    """``getaddrinfo`` for the target, bounded by ``deadline``.
+def resolve(target: Target, deadline: Optional[float], cancel: Optional[Cancel] = None) -> list:
+    """``getaddrinfo`` for the target, bounded by ``deadline`` (``cancel`` ends the wait).
 
-    Raises Timeout, or ConnectError when the lookup fails.
+    Raises Timeout, or ConnectError when the lookup fails or was cancelled.
     """
-    return _resolve(_target_peer(target), deadline)
+    return _resolve(_target_peer(target), deadline, cancel)
 
 
-def _resolve(peer: _Peer, deadline: Optional[float]) -> list:
+def _resolve(peer: _Peer, deadline: Optional[float], cancel: Optional[Cancel] = None) -> list:
     try:
         # literal addresses resolve at once without a thread
         return socket.getaddrinfo(peer.host, peer.port, type=socket.SOCK_STREAM,
@@ -149,17 +164,27 @@ def _resolve(peer: _Peer, deadline: Optional[float]) -> list:
     except socket.gaierror:
         pass
     result: list = []
+    done = threading.Event()   # set by the lookup, or by a cancel
 
     def lookup() -> None:
         try:
             result.append(socket.getaddrinfo(peer.host, peer.port, type=socket.SOCK_STREAM))
         except BaseException as exc:  # handed to the waiting thread
             result.append(exc)
+        done.set()
 
     name = f"{peer.label}{peer.host}"
     thread = threading.Thread(target=lookup, name="wsfast-dns", daemon=True)
     thread.start()
-    thread.join(remaining(deadline, peer.target, f"the DNS lookup of {name}"))
+    if cancel is not None:
+        cancel.wake(done)
+    try:
+        done.wait(remaining(deadline, peer.target, f"the DNS lookup of {name}"))
+    finally:
+        if cancel is not None:
+            cancel.forget(done)
+    if cancel is not None and cancel.cancelled:
+        raise ConnectError("the dial was cancelled", url=peer.target.url)
     if not result:
         raise Timeout(f"dial timeout during the DNS lookup of {name}", url=peer.target.url,
                       proxy=peer.proxy)
@@ -670,7 +695,7 @@ def dial(target: Target, options: Options, deadline: Optional[float],
     without python-socks).
     """
     if proxy is None:
-        sock = connect_tcp(target, resolve(target, deadline), deadline, cancel)
+        sock = connect_tcp(target, resolve(target, deadline, cancel), deadline, cancel)
         if target.secure:
             return start_tls(sock, target, options.ssl, deadline, cancel)
         return sock
@@ -679,7 +704,7 @@ def dial(target: Target, options: Options, deadline: Optional[float],
         _socks_package()   # (before any network work)
         host = _socks_destination(target, proxy, deadline)
     peer = _proxy_peer(target, proxy)
-    sock = _connect_tcp(peer, _resolve(peer, deadline), deadline, cancel)
+    sock = _connect_tcp(peer, _resolve(peer, deadline, cancel), deadline, cancel)
     conn: Union[socket.socket, TunnelSocket] = sock
     try:
         if proxy.socks:
