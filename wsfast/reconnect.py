@@ -57,9 +57,8 @@ class Reconnecting:
     is checked on every attempt, before any DNS or TCP work.
 
     :meth:`close` may be called from any thread: it closes the current client, wakes a
-    pending delay, cancels an attempt in progress (its sockets are shut down; a DNS
-    lookup in progress cannot be interrupted and is waited for, bounded by
-    ``dial_timeout``) and the loop ends without yielding again (StopIteration). Leaving
+    pending delay, cancels an attempt in progress (its sockets are shut down, the wait
+    for a DNS lookup ends) and the loop ends without yielding again (StopIteration). Leaving
     the loop by ``break`` or an exception closes the current client too, through
     :meth:`close` when the iterator is dropped (or on ``with`` exit). After an error was
     raised, the iterator is closed.
