@@ -16,6 +16,7 @@ The sans-I/O decisions (wsfast.proxy) are checked on their own first.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import pickle
@@ -1202,3 +1203,56 @@ def test_a_bad_environment_proxy_fails_the_connect_naming_the_variable(monkeypat
         wsfast.connect(f"ws://localhost:{ws_target}/", dial_timeout="5s")
     assert "environment variable HTTP_PROXY" in info.value.message
     assert "pw" not in info.value.message
+
+
+# ====================================================================== the asyncio client
+
+def _async(coro_fn):
+    async def bounded():
+        return await asyncio.wait_for(coro_fn(), 20)
+    return asyncio.run(bounded())
+
+
+def test_asyncio_client_through_http_and_socks_proxies(pproxy, ws_target, wss_target, pki):
+    """The asyncio front end dials the same tunnels (the sync tunnel code in a thread
+    of the loop's executor) and does the target's TLS itself, end to end."""
+    from wsfast.asyncio.client import connect as aconnect
+
+    http = pproxy("http")
+    socks = pproxy("socks4+socks5")
+
+    async def main():
+        for proxy in (f"http://127.0.0.1:{http.port}", f"socks5h://127.0.0.1:{socks.port}"):
+            async with aconnect(f"ws://localhost:{ws_target}/", proxy=proxy, dial_timeout="5s") as c:
+                await c.send("hello")
+                assert (await c.channel().receive())[0].data == "hello"
+                assert c.proxy == proxy
+            pki.sni.clear()
+            async with aconnect(f"wss://localhost:{wss_target}/", proxy=proxy, ssl=pki.client,
+                                dial_timeout="5s") as c:
+                await c.send("z" * 100_000)
+                assert (await c.channel().receive())[0].data == "z" * 100_000
+            assert pki.sni == ["localhost"]   # TLS with the target, through the tunnel
+        with pytest.raises(wsfast.ConnectError, match="the proxy") as info:
+            await aconnect(f"ws://127.0.0.1:{ws_target}/", proxy="http://127.0.0.1:1",
+                           dial_timeout="2s")
+        with pytest.raises(wsfast.InvalidOption):
+            await aconnect(f"ws://127.0.0.1:{ws_target}/", proxy=f"https://127.0.0.1:{http.port}")
+        return info
+    _async(main)
+    assert http.tunnels(want=2) == [f"localhost:{ws_target}", f"localhost:{wss_target}"]
+
+
+def test_asyncio_client_reads_the_environment(pproxy, ws_target, monkeypatch):
+    from wsfast.asyncio.client import connect as aconnect
+
+    p = pproxy("http")
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{p.port}")
+
+    async def main():
+        async with aconnect(f"ws://localhost:{ws_target}/") as c:
+            assert c.proxy == f"http://127.0.0.1:{p.port}"
+        async with aconnect(f"ws://localhost:{ws_target}/", proxy=False) as c:
+            assert c.proxy is None
+    _async(main)
+    assert len(p.tunnels(want=1)) == 1

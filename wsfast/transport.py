@@ -699,23 +699,9 @@ def dial(target: Target, options: Options, deadline: Optional[float],
         if target.secure:
             return start_tls(sock, target, options.ssl, deadline, cancel)
         return sock
-    host = target.host
-    if proxy.socks:
-        _socks_package()   # (before any network work)
-        host = _socks_destination(target, proxy, deadline)
-    peer = _proxy_peer(target, proxy)
-    sock = _connect_tcp(peer, _resolve(peer, deadline, cancel), deadline, cancel)
+    sock, first = _tunnel(target, options, deadline, cancel, proxy)
     conn: Union[socket.socket, TunnelSocket] = sock
     try:
-        if proxy.socks:
-            _socks_tunnel(sock, target, proxy, host, deadline)
-            first = b""
-        else:
-            if proxy.secure:
-                conn = sock = _start_tls(sock, proxy.server_hostname or proxy.host,
-                                         options.proxy_ssl, deadline, cancel, target, True,
-                                         proxy.display)
-            first = _http_tunnel(sock, target, proxy, deadline)
         if target.secure:
             if proxy.secure or first:
                 conn = _tunnel_tls(sock, first, target, options.ssl, deadline, proxy)
@@ -733,4 +719,45 @@ def dial(target: Target, options: Options, deadline: Optional[float],
         raise
     except BaseException:
         conn.close()
+        raise
+
+
+def tunnel(target: Target, options: Options, deadline: Optional[float],
+           cancel: Optional[Cancel], proxy: ProxyURL) -> tuple:
+    """A tunnel to ``target`` through an ``http://`` or SOCKS ``proxy``, blocking:
+    ``(socket, first)``, a plain TCP socket to the proxy with the tunnel open and the
+    bytes that came after the proxy's answer (they belong to the target's stream). For
+    the asyncio front end, which runs it in a thread and does the target's TLS itself.
+    Raises as :func:`dial` does; InvalidOption for an ``https://`` proxy (its tunnel
+    runs inside TLS: :func:`dial` only)."""
+    if proxy.secure:
+        raise InvalidOption("an https:// proxy needs TLS inside TLS, which only the sync dial "
+                            "does", option="proxy")
+    return _tunnel(target, options, deadline, cancel, proxy)
+
+
+def _tunnel(target: Target, options: Options, deadline: Optional[float],
+            cancel: Optional[Cancel], proxy: ProxyURL) -> tuple:
+    host = target.host
+    if proxy.socks:
+        _socks_package()   # (before any network work)
+        host = _socks_destination(target, proxy, deadline)
+    peer = _proxy_peer(target, proxy)
+    sock = _connect_tcp(peer, _resolve(peer, deadline, cancel), deadline, cancel)
+    try:
+        if proxy.socks:
+            _socks_tunnel(sock, target, proxy, host, deadline)
+            return sock, b""
+        if proxy.secure:
+            sock = _start_tls(sock, proxy.server_hostname or proxy.host, options.proxy_ssl,
+                              deadline, cancel, target, True, proxy.display)
+        return sock, _http_tunnel(sock, target, proxy, deadline)
+    except Error as exc:
+        sock.close()
+        if cancel is not None and cancel.cancelled and not isinstance(exc, InvalidOption):
+            raise ConnectError("the dial was cancelled", url=target.url,
+                               proxy=proxy.display) from exc
+        raise
+    except BaseException:
+        sock.close()
         raise

@@ -20,6 +20,7 @@ from ..handshake import Redirects
 from ..options import Options, parse_options
 from ..policy import check_connect
 from ..protocol import Protocol, check_close_args, check_send_args, utf8
+from ..proxy import select_proxy
 from .channels import Channel
 from .dial import dial
 from .engine import Connection
@@ -177,8 +178,10 @@ async def connect_with(url: str, opts: Options) -> Client:
     while True:
         hop = opts if not redirects.hops else replace(opts, headers=redirects.headers())
         proto = Protocol(target, hop)
+        proxy = select_proxy(target, opts.proxy)      # (per hop: no_proxy may differ)
         transport, conn = await dial(target, opts, deadline,
-                                     lambda proto=proto: Connection(proto, opts))  # type: ignore[misc]
+                                     lambda proto=proto: Connection(proto, opts),  # type: ignore[misc]
+                                     proxy)
         try:
             left = None if deadline is None else deadline - loop.time()
             if left is not None and left <= 0:
@@ -197,4 +200,4 @@ async def connect_with(url: str, opts: Options) -> Client:
         except BaseException:
             transport.abort()
             raise
-        return Client(conn)
+        return Client(conn, proxy.display if proxy is not None else None)

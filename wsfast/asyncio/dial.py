@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl as _ssl
+import time
 from typing import Any, Callable, List, Optional, Tuple
 
-from ..errors import ConnectError, Timeout
+from ..errors import ConnectError, ProxyError, Timeout
 from ..options import Options
 from ..policy import Target
-from ..transport import attempt_time, default_context, no_connection
+from ..proxy import ProxyURL
+from ..transport import Cancel, attempt_time, default_context, no_connection, tunnel
 
 __all__ = ["dial"]
 
@@ -78,15 +80,42 @@ async def _connect_tcp(target: Target, addresses: list, deadline: Optional[float
     raise no_connection(f"{target.host}:{target.port}", target.url, failures, last) from last
 
 
-async def dial(target: Target, options: Options, deadline: Optional[float],
-               protocol_factory: Callable[[], asyncio.BaseProtocol]) -> Tuple[asyncio.Transport, Any]:
-    """A transport to ``target`` (TLS for wss) running ``protocol_factory()``'s protocol.
+async def _tunnel(target: Target, options: Options, deadline: Optional[float],
+                  proxy: ProxyURL) -> socket.socket:
+    """A tunnel through an http:// or SOCKS proxy: the sync code (wsfast.transport.tunnel)
+    in a thread of the loop's executor, stopped through a Cancel if this task is."""
+    loop = asyncio.get_running_loop()
+    cancel = Cancel()
+    mono = None if deadline is None else time.monotonic() + (deadline - loop.time())
+    work = loop.run_in_executor(None, tunnel, target, options, mono, cancel, proxy)
+    try:
+        sock, first = await asyncio.shield(work)
+    except asyncio.CancelledError:
+        cancel.cancel()   # the thread's blocking calls fail at once; it closes its socket
+        raise
+    if first:
+        sock.close()
+        raise ProxyError("the proxy sent bytes of the target's stream before the client spoke",
+                         url=target.url, proxy=proxy.display)
+    sock.setblocking(False)
+    return sock
 
-    Raises Timeout or ConnectError (not retryable for a certificate that fails
-    verification).
+
+async def dial(target: Target, options: Options, deadline: Optional[float],
+               protocol_factory: Callable[[], asyncio.BaseProtocol],
+               proxy: Optional[ProxyURL] = None) -> Tuple[asyncio.Transport, Any]:
+    """A transport to ``target`` (TLS for wss) running ``protocol_factory()``'s protocol,
+    directly or through ``proxy`` (http:// or SOCKS; an https:// proxy is an
+    InvalidOption here).
+
+    Raises Timeout, ConnectError (not retryable for a certificate that fails
+    verification), ProxyError, InvalidOption.
     """
     loop = asyncio.get_running_loop()
-    sock = await _connect_tcp(target, await _resolve(target, deadline), deadline)
+    if proxy is None:
+        sock = await _connect_tcp(target, await _resolve(target, deadline), deadline)
+    else:
+        sock = await _tunnel(target, options, deadline, proxy)
     tls: Any = None
     hostname = None
     if target.secure:
