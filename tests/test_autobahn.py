@@ -60,10 +60,44 @@ def _echo_cases(port: int, errors: list) -> None:
         errors.append(repr(exc))
 
 
-async def _run(cases: list) -> list:
+async def _async_echo_cases(port: int, errors: list) -> None:
+    """The same client on the asyncio front end."""
+    from wsfast.asyncio.client import connect
+
+    base = f"ws://127.0.0.1:{port}"
+    try:
+        async with connect(f"{base}/getCaseCount") as client:
+            msg, ok = await asyncio.wait_for(client.channel().receive(), 30)
+            count = int(msg.data)
+        for case in range(1, count + 1):
+            try:
+                client = await connect(f"{base}/runCase?case={case}&agent={AGENT}",
+                                       compression=wsfast.COMPRESSION.CONTEXT_TAKEOVER,
+                                       compression_threshold=0, read_limit=64 * 1024 * 1024,
+                                       close_timeout=5)
+            except wsfast.Error as exc:
+                errors.append(f"case {case}: connect failed: {exc!r}")
+                continue
+            async for msg in client.channel():
+                try:
+                    await client.send(msg.data)
+                except wsfast.ConnectionClosed:
+                    pass
+        client = await connect(f"{base}/updateReports?agent={AGENT}")
+        async for _ in client.channel():
+            pass
+    except Exception as exc:
+        errors.append(repr(exc))
+
+
+async def _run(cases: list, front_end: str) -> list:
     errors: list = []
     async with kosoku.run_fuzzingserver(cases=cases, port=0) as server:
-        driver = threading.Thread(target=_echo_cases, args=(server.port, errors), daemon=True)
+        if front_end == "sync":
+            client, args = _echo_cases, (server.port, errors)
+        else:   # an event loop of its own, in its own thread, as the sync client has
+            client, args = asyncio.run, (_async_echo_cases(server.port, errors),)
+        driver = threading.Thread(target=client, args=args, daemon=True)
         driver.start()
         try:
             results = await server.get_result()
@@ -75,11 +109,16 @@ async def _run(cases: list) -> list:
     return results
 
 
-def _check(name: str, cases: list) -> None:
-    results = asyncio.run(_run(cases))
+@pytest.fixture(params=["sync", "asyncio"])
+def front_end(request):
+    return request.param
+
+
+def _check(name: str, cases: list, front_end: str = "sync") -> None:
+    results = asyncio.run(_run(cases, front_end))
     counts = collections.Counter(r.behavior.value for r in results)
     close_counts = collections.Counter(r.behavior_close.value for r in results)
-    path = "compiled" if codec.COMPILED else "pure"
+    path = ("compiled" if codec.COMPILED else "pure") + ("" if front_end == "sync" else "-asyncio")
     REPORT_DIR.mkdir(exist_ok=True)
     (REPORT_DIR / f"{path}-{name}.json").write_text(json.dumps(
         {"cases": cases, "total": len(results), "behavior": counts, "close": close_counts}, indent=1))
@@ -91,21 +130,21 @@ def _check(name: str, cases: list) -> None:
     assert not bad, bad
 
 
-def test_autobahn_framing_pings_closing_utf8():
+def test_autobahn_framing_pings_closing_utf8(front_end):
     """Cases 1.* to 7.* and 10.*: framing, pings, reserved bits, opcodes, fragments, UTF-8, close."""
-    _check("core", ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "10.*"])
+    _check("core", ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "10.*"], front_end)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_autobahn_limits_and_performance():
+def test_autobahn_limits_and_performance(front_end):
     """Cases 9.*: large messages and many frames."""
-    _check("limits", ["9.*"])
+    _check("limits", ["9.*"], front_end)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 @pytest.mark.skipif(os.environ.get("WSFAST_SKIP_AUTOBAHN_DEFLATE") == "1", reason="asked to skip")
-def test_autobahn_permessage_deflate():
+def test_autobahn_permessage_deflate(front_end):
     """Cases 12.* and 13.*: permessage-deflate with every parameter combination."""
-    _check("deflate", ["12.*", "13.*"])
+    _check("deflate", ["12.*", "13.*"], front_end)
