@@ -635,6 +635,8 @@ class Engine:
                             return True
                         if action is PING:
                             with self._lock:
+                                if proto.state is not OPEN:
+                                    continue   # close() came meanwhile: no ping after it
                                 proto.send_ping(keepalive.ping_payload(), now)
                                 if not self._flushing:
                                     try:
