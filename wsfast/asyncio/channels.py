@@ -14,9 +14,13 @@ Design: cancellation loses nothing, by construction.
   wakes it; nothing is handed into a waiter. A receiver never takes a value out of a
   parked sender: a receiver that parks wakes a blocked sender instead, which hands over
   when it runs. If the woken receiver is cancelled, its value simply stays first in line.
-* ``select`` parks one waiter per case, all sharing one Future, so the first channel to
-  wake it wins; the select then retries that case first (Go: the first case to become
-  ready), then all in random order, and passes the wake-up on if it took another case.
+  The price, at capacity 0 only: a blocked sender hands over one loop step after a
+  receiver starts waiting, and a non-blocking receive (``try_receive``, ``select`` with
+  ``default``) does not see a blocked sender (Go's would take its value).
+* ``select`` tries its cases in random order (Go's fairness); if none is ready it parks
+  one waiter per case, all sharing one Future, so the first channel to wake it wins: it
+  retries that case first (Go: the first case to become ready), and the others, in
+  random order, only if that one is no longer ready.
 * Hot path: ``receive`` on a channel holding values is a ``popleft`` in a coroutine that
   never suspends (no Future, no loop round trip); ``async for`` is an async generator
   (no coroutine per value). ``offer`` is the batch hand-off of a protocol callback.
@@ -497,14 +501,11 @@ async def _select_wait(cases: Tuple[_Case, ...]) -> Selected:
                 c.channel._pass_on(c.is_send)
             raise
         _withdraw(cases, waiters)
-        c = cases[fut.result().case]
-        try:
-            r = _try_case(c)
-            if r is None:
-                r = _poll(cases)
-        finally:
-            # the wake-up may be unused (another case won, or nothing was left)
-            c.channel._pass_on(c.is_send)
+        # The waking case first: another case wins only when that one is no longer
+        # ready, so there is no wake-up left to pass on.
+        r = _try_case(cases[fut.result().case])
+        if r is None:
+            r = _poll(cases)
         if r is not None:
             return r
 
