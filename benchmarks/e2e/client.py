@@ -3,9 +3,11 @@
     python -m benchmarks.e2e.client --client wsfast --scenario ticks --count 1000000 \\
         --url ws://127.0.0.1:PORT/ [--run ID]
 
-prints one JSON line: client, scenario, messages, seconds, bytes, ok, error (and
-rss_kib_per_conn for the memory scenario). Libraries are imported lazily: this module
-also runs under the separate Python 3.12 interpreter that has websocket-rs.
+prints one JSON line: client, scenario, messages, seconds, cpu_seconds (the process's CPU
+time over the same interval), bytes, ok, error (and rss_kib_per_conn for the memory
+scenario). Libraries are imported lazily: this module
+also runs under the separate Python 3.12 interpreter that has websocket-rs. The asyncio
+clients run on uvloop; those whose name ends in "-default" on asyncio's default loop.
 
 Every client counts what it receives and keeps the last message; the run is an error
 (not a number) unless the count and the last message are exactly what the server sent.
@@ -39,7 +41,27 @@ from .payloads import (
     tick,
 )
 
-perf = time.perf_counter
+_cpu_marks: list = []
+
+
+def perf() -> float:
+    """The benchmark clock; each reading also notes the process's CPU time (all threads),
+    so that the two readings whose difference is the result's seconds (the clock's start
+    and stop) give the CPU seconds of the timed interval."""
+    cpu = time.process_time()
+    t = time.perf_counter()
+    _cpu_marks.append((t, cpu))
+    return t
+
+
+def timed_cpu(seconds: float) -> Optional[float]:
+    marks = _cpu_marks
+    for j in range(len(marks) - 1, 0, -1):
+        for i in range(j):
+            if marks[j][0] - marks[i][0] == seconds:
+                return marks[j][1] - marks[i][1]
+    return None
+
 MASK = SEND_POOL - 1
 MAX_SIZE = 1 << 24
 
@@ -85,7 +107,14 @@ def measure_memory(open_one: Callable[[], Any], m: int) -> Result:
                   rss_kib_per_conn=(r1 - r0) / m, _keep=keep)
 
 
+# The event loop of the asyncio clients: uvloop, or asyncio's default loop for the
+# "-default" clients (main() sets it from the client's name).
+LOOP = "uvloop"
+
+
 def run_async(coro_fn: Callable[[], Any]) -> Any:
+    if LOOP == "asyncio":
+        return asyncio.run(coro_fn())
     import uvloop
     return uvloop.run(coro_fn())
 
@@ -224,6 +253,149 @@ class WsfastLargeChannel(Wsfast):
 
 class WsfastPure(Wsfast):
     pure = True
+
+
+# ---------------------------------------------------------------- wsfast.asyncio
+
+class WsfastAsyncio:
+    """wsfast.asyncio.client.connect: ``async for msg in ch`` (or ``await ch.receive()``)."""
+
+    receive_loop = False
+
+    def __init__(self) -> None:
+        import wsfast
+        from wsfast.asyncio.client import connect
+        if not wsfast.COMPILED:
+            raise RuntimeError("wsfast.COMPILED is False, this client needs the compiled codec")
+        self.ws = wsfast
+        self._connect = connect
+
+    def connect(self, ctx: Ctx):
+        kw: Dict[str, Any] = {}
+        if ctx.deflate == "takeover":
+            kw["compression"] = self.ws.COMPRESSION.CONTEXT_TAKEOVER
+        elif ctx.deflate == "nct":
+            kw["compression"] = self.ws.COMPRESSION.NO_CONTEXT
+        return self._connect(ctx.url, **kw)
+
+    def stream(self, ctx: Ctx) -> Result:
+        async def main() -> Result:
+            c = await self.connect(ctx)
+            ch = c.channel()
+            n = nbytes = 0
+            last = None
+            mode = ctx.mode
+            t0 = perf()
+            await c.send(ctx.start)
+            if not self.receive_loop:
+                if mode == "text":
+                    async for msg in ch:
+                        n += 1
+                        last = msg.data
+                elif mode == "json":
+                    from orjson import loads
+                    async for msg in ch:
+                        n += 1
+                        last = loads(msg.data)
+                else:
+                    async for msg in ch:
+                        n += 1
+                        last = msg.data
+                        nbytes += len(last)
+            else:
+                recv = ch.receive
+                if mode == "text":
+                    while True:
+                        msg, ok = await recv()
+                        if not ok:
+                            break
+                        n += 1
+                        last = msg.data
+                elif mode == "json":
+                    from orjson import loads
+                    while True:
+                        msg, ok = await recv()
+                        if not ok:
+                            break
+                        n += 1
+                        last = loads(msg.data)
+                else:
+                    while True:
+                        msg, ok = await recv()
+                        if not ok:
+                            break
+                        n += 1
+                        last = msg.data
+                        nbytes += len(last)
+            t1 = perf()
+            if c.error is not None or c.close_code != 1000:
+                raise RuntimeError(f"connection ended with {c.close_code} {c.error!r}")
+            return Result(n, last, t1 - t0, nbytes)
+        return run_async(main)
+
+    def echo(self, ctx: Ctx) -> Result:
+        async def main() -> Result:
+            c = await self.connect(ctx)
+            ch = c.channel()
+            send = c.send
+            msg = tick(0)
+            n = 0
+            last = None
+            await send(ctx.start)
+            t0 = perf()
+            if self.receive_loop:
+                recv = ch.receive
+                for _ in range(ctx.count):
+                    await send(msg)
+                    m, ok = await recv()
+                    if not ok:
+                        break
+                    n += 1
+                    last = m.data
+            else:
+                it = ch.__aiter__()
+                for _ in range(ctx.count):
+                    await send(msg)
+                    last = (await it.__anext__()).data
+                    n += 1
+            t1 = perf()
+            await c.close()
+            return Result(n, last, t1 - t0)
+        return run_async(main)
+
+    def send(self, ctx: Ctx) -> Result:
+        async def main() -> Result:
+            c = await self.connect(ctx)
+            pool = send_pool()
+            send = c.send
+            await send(ctx.start)
+            t0 = perf()
+            for i in range(ctx.count):
+                await send(pool[i & MASK])
+            m, ok = await c.channel().receive()
+            t1 = perf()
+            await c.close()
+            return Result(ctx.count, m.data if ok else None, t1 - t0)
+        return run_async(main)
+
+    def memory(self, ctx: Ctx) -> Result:
+        async def main() -> Result:
+            keep = [await self._connect(ctx.url)]
+            gc.collect()
+            await asyncio.sleep(0.3)
+            r0 = rss_kib()
+            for _ in range(ctx.count):
+                keep.append(await self._connect(ctx.url))
+            gc.collect()
+            await asyncio.sleep(0.5)
+            r1 = rss_kib()
+            return Result(ctx.count, None, 0.0, rss_before_kib=r0, rss_after_kib=r1,
+                          rss_kib_per_conn=(r1 - r0) / ctx.count)
+        return run_async(main)
+
+
+class WsfastAsyncioReceive(WsfastAsyncio):
+    receive_loop = True
 
 
 # ---------------------------------------------------------------- picows (core API)
@@ -919,11 +1091,19 @@ CLIENTS: Dict[str, Callable[[], Any]] = {
     "wsfast-10k": WsfastLargeChannel,
     "wsfast-receive": WsfastReceive,
     "wsfast-pure": WsfastPure,
+    "wsfast-asyncio": WsfastAsyncio,
+    "wsfast-asyncio-receive": WsfastAsyncioReceive,
+    "wsfast-asyncio-default": WsfastAsyncio,
+    "wsfast-asyncio-receive-default": WsfastAsyncioReceive,
     "picows": Picows,
+    "picows-default": Picows,
     "picows-websockets": PicowsWebsockets,
+    "picows-websockets-default": PicowsWebsockets,
     "aiohttp": Aiohttp,
+    "aiohttp-default": Aiohttp,
     "websockets-sync": WebsocketsSync,
     "websockets-asyncio": WebsocketsAsyncio,
+    "websockets-asyncio-default": WebsocketsAsyncio,
     "websocket-client": WebsocketClient,
     "websocket-rs": WebsocketRs,
     "websocket-rs-async": WebsocketRsAsync,
@@ -978,6 +1158,8 @@ def main(argv: Optional[list] = None) -> None:
     if args.versions:
         print(json.dumps(versions()))
         return
+    global LOOP
+    LOOP = "asyncio" if args.client.endswith("-default") else "uvloop"
     sc = SCENARIOS[args.scenario]
     ctx = Ctx(sc, args.count or sc.count, args.url, args.run)
     out: Dict[str, Any] = {"client": args.client, "scenario": sc.name, "count": ctx.count}
@@ -990,6 +1172,9 @@ def main(argv: Optional[list] = None) -> None:
                    else payload_bytes(sc, ctx.count),
                    ok=err is None, error=err)
         out.update({k: v for k, v in res.extra.items() if not k.startswith("_")})
+        cpu = timed_cpu(res.seconds) if res.seconds else None
+        if cpu is not None:
+            out["cpu_seconds"] = cpu
     except Exception as exc:   # report, don't crash: the runner shows "error"
         out.update(ok=False, error=f"{exc.__class__.__name__}: {exc}",
                    trace=traceback.format_exc(limit=6))

@@ -53,6 +53,45 @@ def server_load(entry: Dict[str, Any]) -> str:
     return text
 
 
+# Issue 12's targets for wsfast.asyncio: (scenario, client, reference, at least; None: at most 1)
+ASYNCIO_TARGETS = [
+    ("ticks", "wsfast-asyncio", "picows", 1.5),
+    ("ticks+json", "wsfast-asyncio", "picows", 1.2),
+    ("fragmented", "wsfast-asyncio", "picows", 2.0),
+    ("echo", "wsfast-asyncio", "picows", 1.1),
+    ("send", "wsfast-asyncio", "picows", 3.0),
+    ("ticks_deflate", "wsfast-asyncio", "picows-websockets", 3.0),
+    ("large", "wsfast-asyncio", "raw", 0.95),
+    ("ticks", "wsfast-asyncio-default", "picows", 1.0),
+    ("memory", "wsfast-asyncio", "picows", None),
+]
+
+
+def asyncio_targets(results: Dict[str, Any]) -> List[str]:
+    """Issue 12's targets, each as the ratio of two medians of the same run."""
+    rows = []
+    for scenario, client, ref, want in ASYNCIO_TARGETS:
+        clients = results.get(scenario, {}).get("clients", {})
+        a = clients.get(client, {}).get("median")
+        b = clients.get(ref, {}).get("median")
+        if not a or not b:
+            continue
+        ratio = a / b
+        goal = f"<= 1× {ref}" if want is None else f">= {want:g}× {ref}"
+        met = ratio <= 1.0 if want is None else ratio >= want
+        ca = clients.get(client, {}).get("cpu_ns")
+        cb = clients.get(ref, {}).get("cpu_ns")
+        cpu = f"{cb / ca:.2f}×" if ca and cb else "–"
+        rows.append(f"| {scenario} | {LABELS.get(client, client)} | {goal} | {ratio:.2f}× | "
+                    f"{cpu} | {'met' if met else 'not met'} |")
+    if not rows:
+        return []
+    return ["Issue 12's targets for wsfast.asyncio (ratio of the medians of this run; by CPU "
+            "time: the reference's CPU per message over the client's):\n",
+            "| scenario | client | target | ratio | by CPU time | status |",
+            "|---|---|---|---:|---:|---|", *rows, ""]
+
+
 def markdown(data: Dict[str, Any]) -> str:
     meta, results = data["meta"], data["results"]
     out: List[str] = []
@@ -65,12 +104,27 @@ def markdown(data: Dict[str, Any]) -> str:
     for c in clients:
         row = [cell(results[s]["clients"].get(c, {})) for s in scen]
         out.append(f"| {LABELS.get(c, c)} | " + " | ".join(row) + " |")
+    cpu_scen = [s for s in scen
+                if any(rec.get("cpu_ratio") for rec in results[s]["clients"].values())]
+    if cpu_scen:
+        out.append("\nThe same by the client process's CPU time per message over the timed "
+                   "interval (reference CPU time / client CPU time: > 1 is less CPU; robust "
+                   "to other work taking the client's core, not to a client that waits):\n")
+        out.append("| client | " + " | ".join(cpu_scen) + " |")
+        out.append("|---|" + "---:|" * len(cpu_scen))
+        for c in clients:
+            row = []
+            for s in cpu_scen:
+                r = results[s]["clients"].get(c, {}).get("cpu_ratio")
+                row.append(f"{r:.2f}×" if r else "–")
+            out.append(f"| {LABELS.get(c, c)} | " + " | ".join(row) + " |")
     refs = {s: results[s].get("reference") for s in scen}
     alt = [s for s, r in refs.items() if r and r != "picows"]
     if alt:
         out.append(f"\n{', '.join(alt)}: picows' core API has no permessage-deflate, so these "
                    "ratios are to picows.websockets.")
     out.append("")
+    out.extend(asyncio_targets(results))
     for s in scen:
         entry = results[s]
         unit = entry["unit"]

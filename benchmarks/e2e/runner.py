@@ -35,21 +35,44 @@ DEFAULT_CHART = ROOT / "docs" / "bench_e2e.png"
 DEFAULT_VENV312 = ROOT / "build" / "bench-venv312"
 
 CLIENT_ORDER = [
-    "wsfast", "wsfast-10k", "wsfast-receive", "wsfast-pure", "picows", "picows-websockets", "aiohttp",
-    "websockets-sync", "websockets-asyncio", "websocket-client", "websocket-rs",
+    "wsfast", "wsfast-10k", "wsfast-receive", "wsfast-pure",
+    "wsfast-asyncio", "wsfast-asyncio-receive", "wsfast-asyncio-default",
+    "wsfast-asyncio-receive-default",
+    "picows", "picows-default", "picows-websockets", "picows-websockets-default",
+    "aiohttp", "aiohttp-default", "websockets-sync", "websockets-asyncio",
+    "websockets-asyncio-default", "websocket-client", "websocket-rs",
     "websocket-rs-async", "raw",
 ]
+# The asyncio clients of issue 12 and their peers, each on uvloop and on the default loop
+# (python -m benchmarks.e2e --clients asyncio).
+ASYNCIO_CLIENTS = [
+    "wsfast-asyncio", "wsfast-asyncio-receive", "wsfast-asyncio-default",
+    "wsfast-asyncio-receive-default", "picows", "picows-default", "picows-websockets",
+    "picows-websockets-default", "aiohttp", "aiohttp-default", "websockets-asyncio",
+    "websockets-asyncio-default", "raw",
+]
+# The clients that run without --clients: the sync table as before (the asyncio ones by name)
+DEFAULT_CLIENTS = [c for c in CLIENT_ORDER
+                   if not c.startswith("wsfast-asyncio") and not c.endswith("-default")]
 PY312_CLIENTS = {"websocket-rs", "websocket-rs-async"}
 LABELS = {
     "wsfast": "wsfast (compiled, `for msg in ch`)",
     "wsfast-10k": "wsfast (compiled, `for msg in ch`, channel_capacity=10000)",
     "wsfast-receive": "wsfast (compiled, `ch.receive()`)",
     "wsfast-pure": "wsfast (pure Python)",
+    "wsfast-asyncio": "wsfast.asyncio (`async for msg in ch`, uvloop)",
+    "wsfast-asyncio-receive": "wsfast.asyncio (`await ch.receive()`, uvloop)",
+    "wsfast-asyncio-default": "wsfast.asyncio (`async for msg in ch`, default loop)",
+    "wsfast-asyncio-receive-default": "wsfast.asyncio (`await ch.receive()`, default loop)",
     "picows": "picows core API (uvloop)",
+    "picows-default": "picows core API (default loop)",
     "picows-websockets": "picows.websockets API (uvloop)",
+    "picows-websockets-default": "picows.websockets API (default loop)",
     "aiohttp": "aiohttp (uvloop)",
+    "aiohttp-default": "aiohttp (default loop)",
     "websockets-sync": "websockets sync",
     "websockets-asyncio": "websockets asyncio (uvloop)",
+    "websockets-asyncio-default": "websockets asyncio (default loop)",
     "websocket-client": "websocket-client",
     "websocket-rs": "websocket-rs sync (Py 3.12)",
     "websocket-rs-async": "websocket-rs async (Py 3.12, uvloop)",
@@ -57,7 +80,8 @@ LABELS = {
 }
 DEFLATE = ("ticks_deflate", "ticks_deflate_nct")
 NOT_APPLICABLE = {
-    **{("picows", s): "picows' core API does not implement permessage-deflate" for s in DEFLATE},
+    **{(c, s): "picows' core API does not implement permessage-deflate"
+       for s in DEFLATE for c in ("picows", "picows-default")},
     **{("websocket-client", s): "websocket-client has no permessage-deflate" for s in DEFLATE},
     **{("websocket-rs", s): "websocket-rs' sync client has no compression option" for s in DEFLATE},
     ("websocket-rs-async", "ticks_deflate"):
@@ -296,6 +320,12 @@ def summarize(entry: Dict[str, Any]) -> None:
                        min=min(values), max=max(values), n=len(values))
         else:
             rec["status"] = "error"
+        # the client process's CPU time (all threads) per message over the timed interval:
+        # unlike the clock, not stretched when other work on the machine takes the core
+        cpu = [r["cpu_seconds"] / r["messages"] * 1e9 for r in rec["runs"]
+               if r.get("ok") and r.get("cpu_seconds") and r.get("messages")]
+        if cpu:
+            rec["cpu_ns"] = statistics.median(cpu)
     ref_name = None
     for cand in ("picows", "picows-websockets"):
         if entry["clients"].get(cand, {}).get("median"):
@@ -304,9 +334,12 @@ def summarize(entry: Dict[str, Any]) -> None:
     entry["reference"] = ref_name
     if ref_name:
         ref = entry["clients"][ref_name]["median"]
+        ref_cpu = entry["clients"][ref_name].get("cpu_ns")
         for rec in entry["clients"].values():
             if rec.get("median") is not None:
                 rec["ratio"] = rec["median"] / ref
+            if ref_cpu and rec.get("cpu_ns"):
+                rec["cpu_ratio"] = ref_cpu / rec["cpu_ns"]
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -317,8 +350,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--quick", action="store_true", help=QUICK_FACTOR_NOTE)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS),
                     help="comma-separated: " + ",".join(SCENARIOS))
-    ap.add_argument("--clients", default=",".join(CLIENT_ORDER),
-                    help="comma-separated: " + ",".join(CLIENT_ORDER))
+    ap.add_argument("--clients", default=",".join(DEFAULT_CLIENTS),
+                    help="comma-separated, or 'asyncio' for the asyncio clients on both loops "
+                         "(default: the sync table's clients): " + ",".join(CLIENT_ORDER))
     ap.add_argument("--count", type=int, default=None, help="override the per-run count")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per client run (300)")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="results JSON")
@@ -345,6 +379,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         args.repeat = 1 if "--repeat" not in " ".join(argv) else args.repeat
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     args.clients = [c.strip() for c in args.clients.split(",") if c.strip()]
+    if "asyncio" in args.clients:
+        i = args.clients.index("asyncio")
+        args.clients[i:i + 1] = [c for c in ASYNCIO_CLIENTS if c not in args.clients]
     for s in args.scenarios:
         if s not in SCENARIOS:
             ap.error(f"unknown scenario {s!r}")

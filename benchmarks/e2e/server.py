@@ -18,6 +18,8 @@ serves connections one after another until killed.
 * send: count frames (a stride check over runs of equal-size frames), check the last
   one, reply "done"; then answer the client's close.
 * memory: accept, handshake and hold connections (selectors) until the client leaves.
+* ``--scale COUNTS`` (ticks): many connections at once in one epoll loop, each streamed
+  the ticks after its start message, for benchmarks/e2e/scale.py.
 
 Each connection appends one JSON line to ``--log``: run id, wall and CPU seconds of the
 data phase, bytes sent, the client's extension offer, errors.
@@ -520,6 +522,146 @@ def serve_memory(lsock: socket.socket, scenario: Scenario) -> None:
             sock.setblocking(False)
 
 
+class _ScaleConn:
+    __slots__ = ("sock", "phase", "rbuf", "chunks", "idx", "off")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.phase = "handshake"
+        self.rbuf = b""
+        self.chunks: List[bytes] = []
+        self.idx = 0
+        self.off = 0
+
+
+def _client_frame(buf: bytes) -> Tuple[int, int]:
+    """(opcode, size) of the first whole client frame in ``buf``, or (-1, 0)."""
+    if len(buf) < 2:
+        return -1, 0
+    n = buf[1] & 0x7F
+    hl = 2
+    if n == 126:
+        if len(buf) < 4:
+            return -1, 0
+        hl, n = 4, int.from_bytes(buf[2:4], "big")
+    elif n == 127:
+        if len(buf) < 10:
+            return -1, 0
+        hl, n = 10, int.from_bytes(buf[2:10], "big")
+    if buf[1] & 0x80:
+        hl += 4
+    if len(buf) < hl + n:
+        return -1, 0
+    return buf[0] & 0x0F, hl + n
+
+
+def serve_scale(lsock: socket.socket, streams: Dict[int, Stream]) -> None:
+    """Many connections at once (benchmarks/e2e/scale.py): one epoll loop, non-blocking.
+
+    The request path ``/n/<count>`` picks one of the pre-encoded tick streams; after the
+    client's start message the connection gets that stream (every connection the same
+    bytes, sent as each socket takes them) and a close frame; the server closes TCP once
+    the client's close reply is in (pings on the way are answered).
+    """
+    sel = selectors.DefaultSelector()
+    lsock.setblocking(False)
+    sel.register(lsock, selectors.EVENT_READ, None)
+    chunks = {n: [bytes(c) for c in st.chunks()] + [close_frame(1000)] for n, st in streams.items()}
+
+    def drop(c: _ScaleConn) -> None:
+        sel.unregister(c.sock)
+        c.sock.close()
+
+    def push(c: _ScaleConn) -> None:
+        send = c.sock.send
+        while c.idx < len(c.chunks):
+            chunk = c.chunks[c.idx]
+            try:
+                k = send(memoryview(chunk)[c.off:])
+            except (BlockingIOError, InterruptedError):
+                return
+            c.off += k
+            if c.off == len(chunk):
+                c.idx += 1
+                c.off = 0
+        c.phase = "closing"
+        sel.modify(c.sock, selectors.EVENT_READ, c)
+
+    while True:
+        for key, _ in sel.select():
+            c = key.data
+            if c is None:
+                while True:
+                    try:
+                        conn, _ = lsock.accept()
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    conn.setblocking(False)
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    sel.register(conn, selectors.EVENT_READ, _ScaleConn(conn))
+                continue
+            if c.phase == "sending":
+                try:
+                    push(c)
+                except OSError:
+                    drop(c)
+                continue
+            try:
+                data = c.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                drop(c)
+                continue
+            c.rbuf += data
+            if c.phase == "handshake":
+                if b"\r\n\r\n" not in c.rbuf:
+                    continue
+                head, _, c.rbuf = c.rbuf.partition(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                path = lines[0].split(" ")[1] if " " in lines[0] else ""
+                count = int(path.rsplit("/", 1)[-1]) if path.startswith("/n/") else -1
+                wskey = ""
+                for line in lines[1:]:
+                    name, _, value = line.partition(":")
+                    if name.strip().lower() == "sec-websocket-key":
+                        wskey = value.strip()
+                if count not in chunks:
+                    c.sock.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                    drop(c)
+                    continue
+                accept = base64.b64encode(hashlib.sha1((wskey + GUID).encode()).digest()).decode()
+                c.sock.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                                f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                                ).encode())
+                c.chunks = chunks[count]
+                c.phase = "start"
+            while True:
+                op, size = _client_frame(c.rbuf)
+                if op < 0:
+                    break
+                payload = c.rbuf[:size]
+                c.rbuf = c.rbuf[size:]
+                if op == 9:
+                    hl = size - (payload[1] & 0x7F) if payload[1] & 0x7F < 126 else 0
+                    if hl:
+                        body = unmask(payload[hl:], payload[hl - 4:hl])
+                        c.sock.sendall(frame_header(10, len(body)) + body)
+                elif op == 8 and c.phase == "closing":
+                    drop(c)
+                    break
+                elif op < 8 and c.phase == "start":
+                    c.phase = "sending"
+                    sel.modify(c.sock, selectors.EVENT_WRITE, c)
+                    try:
+                        push(c)
+                    except OSError:
+                        drop(c)
+                    break
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scenario", required=True, choices=sorted(SCENARIOS))
@@ -527,17 +669,28 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--log", default=os.devnull)
+    ap.add_argument("--scale", default="", metavar="COUNTS",
+                    help="serve many connections at once (ticks only): comma-separated "
+                         "per-connection message counts, chosen by the request path /n/<count>")
     args = ap.parse_args(argv)
     scenario = SCENARIOS[args.scenario]
     count = args.count or scenario.count
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    stream = build_stream(scenario.stream, count) if scenario.kind == "stream" else None
+    if args.scale:
+        if scenario.stream != "ticks":
+            ap.error("--scale serves the ticks stream only")
+        scale = {int(n): build_stream("ticks", int(n)) for n in args.scale.split(",")}
+    stream = (build_stream(scenario.stream, count)
+              if scenario.kind == "stream" and not args.scale else None)
     lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     lsock.bind((args.host, args.port))
     lsock.listen(4096)
     print(f"READY {lsock.getsockname()[1]}", flush=True)
+    if args.scale:
+        serve_scale(lsock, scale)
+        return
     if scenario.kind == "memory":
         serve_memory(lsock, scenario)
         return
