@@ -326,3 +326,18 @@ def test_no_thread_per_connection(run, ws_server):
         for c in clients:
             await c.close()
     run(main)
+
+
+def test_large_messages(run, ws_server):
+    """Messages of 1 and 8 MiB, one frame each (uvloop holds the read buffer while the
+    protocol runs: an earlier version failed here with BufferError)."""
+    srv = ws_server(max_size=None)
+
+    async def main():
+        async with connect(srv.url, read_limit=32 * 1024 * 1024) as c:
+            for size in (1 << 20, 8 << 20):
+                blob = bytes(range(256)) * (size // 256)
+                await c.send(blob)
+                msg, ok = await c.channel().receive()
+                assert ok and msg.data == blob
+    run(main, timeout=60)

@@ -5,10 +5,9 @@ this module only moves bytes between it and the transport, keeps time and wakes
 waiters. Everything runs in the event loop's thread, so no lock is needed: every
 field below is owned by the loop.
 
-* Reads: the transport reads into our buffer (or, while a large message arrives,
-  straight into the message, :meth:`Protocol.read_target`); the Protocol turns the
-  bytes into messages and queues the pongs and close replies, which are written at
-  once, before the messages reach anyone.
+* Reads: the transport reads into our buffer; the Protocol turns the bytes into
+  messages and queues the pongs and close replies, which are written at once, before
+  the messages reach anyone.
 * Delivery never blocks: :meth:`Channel.offer` takes what fits; the rest is held and
   the transport stops reading (TCP backpressure) until the channel resumes us.
 * Writes: a send encodes through the Protocol; the frames of one pass of the loop go
@@ -58,7 +57,6 @@ class Connection(asyncio.BufferedProtocol):
         self._transport: Optional[asyncio.Transport] = None
         self._buf = bytearray(_READ_BUFFER)
         self._view = memoryview(self._buf)
-        self._target: Any = None          # the Protocol's read_target() when get_buffer gave it
         self.handshake: asyncio.Future = self._loop.create_future()
         self.ended = asyncio.Event()
         self.channel = Channel(options.channel_capacity)
@@ -98,21 +96,17 @@ class Connection(asyncio.BufferedProtocol):
         self._write_now()             # the upgrade request
 
     def get_buffer(self, sizehint: int) -> Any:
-        target = self._target = self._proto.read_target()
-        return self._view if target is None else target
+        # Always our own buffer: reading straight into a large message's buffer
+        # (Protocol.read_target, as the sync engine does) cannot work here, since uvloop
+        # still holds the buffer it was given when buffer_updated runs, and the parser
+        # must be free to resize it then.
+        return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
         proto = self._proto
-        target = self._target
         self._last_recv = now = self._loop.time()
-        if target is None:
-            msgs = proto.receive_data(self._view[:nbytes])
-        else:
-            self._target = None
-            target.release()   # the parser may resize the buffer it pointed into
-            msgs = proto.receive_direct(nbytes)
-            self._last_data = now   # (a large message arriving is data too)
-        if msgs:
+        msgs = proto.receive_data(self._view[:nbytes])
+        if msgs or proto.read_target() is not None:   # (a large message arriving is data too)
             self._last_data = now
         self._after_input(msgs)
 
