@@ -23,6 +23,7 @@ field below is owned by the loop.
 from __future__ import annotations
 
 import asyncio
+import mmap
 from typing import Any, List, Optional
 
 from ..constants import CLOSE_CODES
@@ -55,7 +56,9 @@ class Connection(asyncio.BufferedProtocol):
         self._loop = asyncio.get_running_loop()
         self.url = proto.url
         self._transport: Optional[asyncio.Transport] = None
-        self._buf = bytearray(_READ_BUFFER)
+        # An anonymous mapping, not a bytearray (as in the sync engine): its pages become
+        # resident only when a read reaches them, so an idle connection costs little.
+        self._buf = mmap.mmap(-1, _READ_BUFFER)
         self._view = memoryview(self._buf)
         self.handshake: asyncio.Future = self._loop.create_future()
         self.ended = asyncio.Event()
