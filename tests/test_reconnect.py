@@ -478,6 +478,9 @@ def test_close_from_another_thread_closes_the_current_client_and_ends_the_loop(s
         _drain(client)          # ends when close() closes the client
     closer.join(5)
     assert len(clients) == 1 and clients[0].close_code == 1000
+    end = time.monotonic() + 5   # (the server's thread records the code after the client has it)
+    while not srv.results and time.monotonic() < end:
+        time.sleep(0.01)
     assert srv.results == [1000]
     it.close()                  # idempotent
 
