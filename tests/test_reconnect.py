@@ -185,44 +185,6 @@ def _closed_port() -> int:
     return port
 
 
-@pytest.fixture
-def black_hole():
-    """A port whose SYNs go unanswered: a listener with a full accept queue (Linux drops
-    the SYN instead of refusing)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    fillers = []
-    try:
-        for _ in range(4):
-            c = socket.socket()
-            c.setblocking(False)
-            try:
-                c.connect(("127.0.0.1", port))
-            except BlockingIOError:
-                pass
-            fillers.append(c)
-        time.sleep(0.1)
-        probe = socket.socket()
-        probe.settimeout(0.3)
-        try:
-            probe.connect(("127.0.0.1", port))
-        except socket.timeout:
-            pass
-        except OSError:
-            pytest.skip("this kernel refuses instead of dropping: no black hole to test with")
-        else:
-            pytest.skip("the accept queue did not fill: no black hole to test with")
-        finally:
-            probe.close()
-        yield port
-    finally:
-        for c in fillers:
-            c.close()
-        listener.close()
-
-
 def _close_later(it: Reconnecting, after: float) -> threading.Thread:
     t = threading.Thread(target=lambda: (time.sleep(after), it.close()), name="test-closer")
     t.start()

@@ -44,39 +44,6 @@ def _closed_port():
     return port
 
 
-@pytest.fixture
-def black_hole(listener):
-    """A port whose SYNs go unanswered: a listener with a full accept queue (Linux drops
-    the SYN instead of refusing), so a connect there times out."""
-    s = listener(backlog=0)
-    port = s.getsockname()[1]
-    fillers = []
-    for _ in range(4):
-        c = socket.socket()
-        c.setblocking(False)
-        try:
-            c.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
-        fillers.append(c)
-    time.sleep(0.1)
-    probe = socket.socket()
-    probe.settimeout(0.3)
-    try:
-        probe.connect(("127.0.0.1", port))
-    except socket.timeout:
-        pass
-    except OSError:
-        pytest.skip("this kernel refuses instead of dropping: no black hole to test with")
-    else:
-        pytest.skip("the accept queue did not fill: no black hole to test with")
-    finally:
-        probe.close()
-    yield port
-    for c in fillers:
-        c.close()
-
-
 def test_an_address_that_refuses_is_skipped_for_the_next(listener):
     good = listener().getsockname()[1]
     target = parse_url(f"ws://localhost:{good}/")
