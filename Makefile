@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.wsfast-installed
 DOCS_STAMP := $(VENV)/.wsfast-docs-tools
 LINT_STAMP := $(VENV)/.wsfast-lint-tools
 
-.PHONY: test test-fast test-deep demo bench bench-e2e lint docs lint-workflows clean
+.PHONY: test test-fast test-deep test-asan fuzz soak leaks demo bench bench-e2e lint docs lint-workflows clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,24 @@ test-deep: $(STAMP)
 	$(PY) -c "import wsfast.codec as c; assert c.COMPILED, 'the compiled codec did not build'"
 	WSFAST_HYPOTHESIS_PROFILE=deep $(PY) -m pytest $(DEEP_TESTS) -q
 	WSFAST_HYPOTHESIS_PROFILE=deep WSFAST_PURE_PYTHON=1 $(PY) -m pytest $(DEEP_TESTS) -q
+
+# Hardening (docs/reliability.md). Each target's recipe is owned by the script it runs.
+# Coverage-guided fuzzing with atheris, each target for MINUTES (default 5) minutes.
+fuzz: $(STAMP)
+	$(PY) -m fuzz --minutes $(or $(MINUTES),5) $(ARGS)
+
+# The extension built with AddressSanitizer and UndefinedBehaviorSanitizer, then the codec and
+# protocol tests and a short fuzz run under it.
+test-asan: $(STAMP)
+	bash fuzz/asan.sh "$(PY)"
+
+# wsfast.reconnecting through a fault-injecting relay for MINUTES (default 30) minutes.
+soak: $(STAMP)
+	$(PY) -m benchmarks.soak --minutes $(or $(MINUTES),30) $(ARGS)
+
+# 10,000 connect/exchange/close cycles per scenario: fds, threads and RSS every 1,000.
+leaks: $(STAMP)
+	$(PY) -m benchmarks.leaks $(ARGS)
 
 demo: $(STAMP)
 	$(PY) -m wsfast demo
