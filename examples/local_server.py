@@ -47,14 +47,16 @@ _sessions = [0]   # price sessions so far: the first one is cut short by a "rest
 
 
 def _prices(ws) -> None:
-    _sessions[0] += 1
+    with _rooms_lock:
+        _sessions[0] += 1
+        session = _sessions[0]
     request = json.loads(ws.recv())
     symbols = request.get("symbols") or ["BTC-USD"]
     prices = {s: 100.0 + 10 * i for i, s in enumerate(symbols)}
     seq = 0
     count = int(request.get("count", 50))
     for n in range(count):
-        if _sessions[0] == 1 and n == count // 2:
+        if session == 1 and n == count // 2:
             ws.close(1012, "service restart")   # what an exchange does on a deploy
             return
         symbol = random.choice(symbols)

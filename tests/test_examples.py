@@ -11,7 +11,7 @@ EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("name", ["basic", "options", "chat", "price_stream"])
+@pytest.mark.parametrize("name", ["basic", "options", "chat", "price_stream", "price_stream_async"])
 def test_example_runs(name):
     proc = subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py")], cwd=EXAMPLES,
                           capture_output=True, text=True, timeout=50, env=dict(os.environ))
@@ -21,3 +21,10 @@ def test_example_runs(name):
         assert "connection 1 ended: 1012 'service restart'" in proc.stdout, proc.stdout
         assert "connection 2: subscribing" in proc.stdout, proc.stdout
         assert "stream ended after 2 connections" in proc.stdout, proc.stdout
+    if name == "price_stream_async":   # one feed is restarted and resubscribes; both end
+        out = proc.stdout
+        assert out.count("connection 1 ended: 1012 'service restart'") == 1, out
+        assert out.count("connection 2: subscribing") == 1, out
+        assert "majors: feed done" in out and "alts: feed done" in out, out
+        assert "heartbeat:" in out, out
+        assert "all feeds ended" in out, out
