@@ -346,3 +346,17 @@ def wait_no_readers(name_part: str = "", timeout: float = 2.0) -> list:
         if not alive or time.monotonic() >= end:
             return alive
         time.sleep(0.01)
+
+
+@pytest.fixture(params=["sync", "asyncio"])
+def front(request):
+    """The front end a test runs on, behind the sync API (tests/frontends.py): the sync
+    client, or wsfast.asyncio on a loop thread of its own. For uvloop as a third case:
+    ``@pytest.mark.parametrize("front", frontends.ALL_LOOPS, indirect=True)``."""
+    import frontends
+
+    if request.param == "uvloop" and frontends.uvloop is None:
+        pytest.skip("uvloop is not installed")
+    fe = frontends.make(request.param)
+    yield fe
+    fe.close()

@@ -11,12 +11,14 @@
 * the environment (``monkeypatch``): which variable is used, and that bypasses bypass,
   counted at the proxy.
 
-The sans-I/O decisions (wsfast.proxy) are checked on their own first.
+The sans-I/O decisions (wsfast.proxy) are checked on their own first. The tests that
+connect take the ``front`` fixture: each runs on the sync client and on wsfast.asyncio
+(tests/frontends.py); those through an ``https://`` proxy on uvloop as well, whose TLS in
+TLS is the loop's own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import pickle
@@ -30,6 +32,7 @@ import threading
 import time
 from typing import Callable, List, Optional
 
+import frontends
 import pytest
 from conftest import wait_no_readers
 
@@ -630,14 +633,14 @@ def socks4a_relay(seen: list) -> Callable:
 
 # ====================================================================== through real proxies
 
-def test_http_proxy_ws_and_wss_end_to_end(pproxy, ws_target, wss_target, pki):
+def test_http_proxy_ws_and_wss_end_to_end(front, pproxy, ws_target, wss_target, pki):
     p = pproxy("http")
     url = f"http://127.0.0.1:{p.port}"
-    with wsfast.connect(f"ws://127.0.0.1:{ws_target}/", proxy=url, dial_timeout="5s") as c:
+    with front.connect(f"ws://127.0.0.1:{ws_target}/", proxy=url, dial_timeout="5s") as c:
         roundtrip(c)
         assert c.proxy == url
     pki.sni.clear()
-    with wsfast.connect(f"wss://localhost:{wss_target}/", proxy=url, ssl=pki.client,
+    with front.connect(f"wss://localhost:{wss_target}/", proxy=url, ssl=pki.client,
                         dial_timeout="5s") as c:
         roundtrip(c, "x" * 200_000)
         assert c.proxy == url
@@ -645,31 +648,31 @@ def test_http_proxy_ws_and_wss_end_to_end(pproxy, ws_target, wss_target, pki):
     assert p.tunnels(want=2) == [f"127.0.0.1:{ws_target}", f"localhost:{wss_target}"]
 
 
-def test_http_proxy_credentials(pproxy, ws_target):
+def test_http_proxy_credentials(front, pproxy, ws_target):
     p = pproxy("http", auth="alice:s3cr:t")
     target = f"ws://127.0.0.1:{ws_target}/"
-    with wsfast.connect(target, proxy=f"http://alice:s3cr%3At@127.0.0.1:{p.port}",
+    with front.connect(target, proxy=f"http://alice:s3cr%3At@127.0.0.1:{p.port}",
                         dial_timeout="5s") as c:
         roundtrip(c)
         assert c.proxy == f"http://127.0.0.1:{p.port}"   # credentials removed
     for proxy in (f"http://127.0.0.1:{p.port}", f"http://alice:wrong@127.0.0.1:{p.port}"):
         with pytest.raises(ProxyError) as info:
-            wsfast.connect(target, proxy=proxy, dial_timeout="5s")
+            front.connect(target, proxy=proxy, dial_timeout="5s")
         assert info.value.status == 407 and info.value.retryable is False
     assert len(p.tunnels(want=1)) == 1
 
 
 @pytest.mark.parametrize("scheme, seen_host", [("socks4", "127.0.0.1"), ("socks5", "127.0.0.1"),
                                                ("socks5h", "localhost")])
-def test_socks_proxies_ws_and_wss(pproxy, ws_target, wss_target, pki, scheme, seen_host):
+def test_socks_proxies_ws_and_wss(front, pproxy, ws_target, wss_target, pki, scheme, seen_host):
     pytest.importorskip("python_socks")
     p = pproxy("socks4+socks5")
     proxy = f"{scheme}://127.0.0.1:{p.port}"
-    with wsfast.connect(f"ws://localhost:{ws_target}/", proxy=proxy, dial_timeout="5s") as c:
+    with front.connect(f"ws://localhost:{ws_target}/", proxy=proxy, dial_timeout="5s") as c:
         roundtrip(c)
         assert c.proxy == proxy
     pki.sni.clear()
-    with wsfast.connect(f"wss://localhost:{wss_target}/", proxy=proxy, ssl=pki.client,
+    with front.connect(f"wss://localhost:{wss_target}/", proxy=proxy, ssl=pki.client,
                         dial_timeout="5s") as c:
         roundtrip(c, "y" * 100_000)
     assert pki.sni == ["localhost"]
@@ -677,37 +680,37 @@ def test_socks_proxies_ws_and_wss(pproxy, ws_target, wss_target, pki, scheme, se
     assert p.tunnels(want=2) == [f"{seen_host}:{ws_target}", f"{seen_host}:{wss_target}"]
 
 
-def test_socks5_credentials(pproxy, ws_target):
+def test_socks5_credentials(front, pproxy, ws_target):
     pytest.importorskip("python_socks")
     p = pproxy("socks5", auth="bob:secret")
     target = f"ws://127.0.0.1:{ws_target}/"
-    with wsfast.connect(target, proxy=f"socks5://bob:s%65cret@127.0.0.1:{p.port}",
+    with front.connect(target, proxy=f"socks5://bob:s%65cret@127.0.0.1:{p.port}",
                         dial_timeout="5s") as c:
         roundtrip(c)
     for proxy in (f"socks5://127.0.0.1:{p.port}", f"socks5://bob:nope@127.0.0.1:{p.port}"):
         with pytest.raises(ProxyError) as info:
-            wsfast.connect(target, proxy=proxy, dial_timeout="5s")
+            front.connect(target, proxy=proxy, dial_timeout="5s")
         assert info.value.status is None and "SOCKS" in info.value.message
     assert len(p.tunnels(want=1)) == 1
 
 
-def test_socks4a_sends_the_name_to_the_proxy(scripted, ws_target):
+def test_socks4a_sends_the_name_to_the_proxy(front, scripted, ws_target):
     pytest.importorskip("python_socks")
     seen: list = []
     p = scripted(socks4a_relay(seen), read_head=False)
-    with wsfast.connect(f"ws://localhost:{ws_target}/", proxy=f"socks4a://u@127.0.0.1:{p.port}",
+    with front.connect(f"ws://localhost:{ws_target}/", proxy=f"socks4a://u@127.0.0.1:{p.port}",
                         dial_timeout="5s") as c:
         roundtrip(c)
     assert seen == [(4, 1, b"\0\0\0\x01", b"u", "localhost")]
 
 
-def test_socks_without_python_socks_names_the_extra(monkeypatch, scripted):
+def test_socks_without_python_socks_names_the_extra(front, monkeypatch, scripted):
     p = scripted(answer(b""))
     monkeypatch.setitem(sys.modules, "python_socks", None)   # as if not installed
     monkeypatch.setitem(sys.modules, "python_socks.sync", None)
     for scheme in ("socks4", "socks4a", "socks5", "socks5h"):
         with pytest.raises(errors.InvalidOption) as info:
-            wsfast.connect("ws://localhost:9/", proxy=f"{scheme}://127.0.0.1:{p.port}",
+            front.connect("ws://localhost:9/", proxy=f"{scheme}://127.0.0.1:{p.port}",
                            dial_timeout="2s")
         assert "pip install wsfast[socks]" in info.value.message
         assert info.value.details["option"] == "proxy"
@@ -728,12 +731,12 @@ def socks5_refusal(code: int) -> Callable:
 
 
 @pytest.mark.parametrize("code, retryable", [(5, True), (1, True), (4, True), (2, False)])
-def test_a_socks_refusal_is_a_proxy_error(scripted, code, retryable):
+def test_a_socks_refusal_is_a_proxy_error(front, scripted, code, retryable):
     # (pproxy cannot be made to refuse: it answers success before it dials the target)
     pytest.importorskip("python_socks")
     p = scripted(socks5_refusal(code), read_head=False)
     with pytest.raises(ProxyError) as info:
-        wsfast.connect("ws://stream.example.com/", proxy=f"socks5h://127.0.0.1:{p.port}",
+        front.connect("ws://stream.example.com/", proxy=f"socks5h://127.0.0.1:{p.port}",
                        dial_timeout="5s")
     err = info.value
     assert err.status is None and err.details["socks_code"] == code
@@ -741,38 +744,38 @@ def test_a_socks_refusal_is_a_proxy_error(scripted, code, retryable):
     assert "SOCKS proxy socks5h://127.0.0.1" in err.message and "stream.example.com:80" in err.message
 
 
-def test_tinyproxy_ws_and_wss(tinyproxy, ws_target, wss_target, pki):
+def test_tinyproxy_ws_and_wss(front, tinyproxy, ws_target, wss_target, pki):
     p = tinyproxy()
     proxy = f"http://127.0.0.1:{p.port}"
-    with wsfast.connect(f"ws://127.0.0.1:{ws_target}/", proxy=proxy, dial_timeout="5s") as c:
+    with front.connect(f"ws://127.0.0.1:{ws_target}/", proxy=proxy, dial_timeout="5s") as c:
         roundtrip(c)
-    with wsfast.connect(f"wss://localhost:{wss_target}/", proxy=proxy, ssl=pki.client,
+    with front.connect(f"wss://localhost:{wss_target}/", proxy=proxy, ssl=pki.client,
                         dial_timeout="5s") as c:
         roundtrip(c, "z" * 300_000)
         assert c.proxy == proxy
     assert p.tunnels(want=2) == [f"127.0.0.1:{ws_target}", f"localhost:{wss_target}"]
 
 
-def test_tinyproxy_credentials_and_refusals(tinyproxy, ws_target):
+def test_tinyproxy_credentials_and_refusals(front, tinyproxy, ws_target):
     p = tinyproxy(auth="carol:hunter2")
     target = f"ws://127.0.0.1:{ws_target}/"
-    with wsfast.connect(target, proxy=f"http://carol:hunter2@127.0.0.1:{p.port}",
+    with front.connect(target, proxy=f"http://carol:hunter2@127.0.0.1:{p.port}",
                         dial_timeout="5s") as c:
         roundtrip(c)
     with pytest.raises(ProxyError) as info:   # tinyproxy answers this one in HTTP/1.0
-        wsfast.connect(target, proxy=f"http://127.0.0.1:{p.port}", dial_timeout="5s")
+        front.connect(target, proxy=f"http://127.0.0.1:{p.port}", dial_timeout="5s")
     assert info.value.status == 407 and info.value.retryable is False
     assert "hunter2" not in str(info.value.details)
     only_443 = tinyproxy(connect_ports=(443,))
     with pytest.raises(ProxyError) as info:
-        wsfast.connect(target, proxy=f"http://127.0.0.1:{only_443.port}", dial_timeout="5s")
+        front.connect(target, proxy=f"http://127.0.0.1:{only_443.port}", dial_timeout="5s")
     assert info.value.status == 403 and info.value.retryable is False
     with pytest.raises(ProxyError) as info:   # it cannot reach the target: 500
-        wsfast.connect(f"ws://127.0.0.1:{_closed_port()}/", proxy=f"http://127.0.0.1:{p.port}",
+        front.connect(f"ws://127.0.0.1:{_closed_port()}/", proxy=f"http://127.0.0.1:{p.port}",
                        dial_timeout="5s")
     assert info.value.status == 407   # (credentials first)
     with pytest.raises(ProxyError) as info:
-        wsfast.connect(f"ws://127.0.0.1:{_closed_port()}/",
+        front.connect(f"ws://127.0.0.1:{_closed_port()}/",
                        proxy=f"http://carol:hunter2@127.0.0.1:{p.port}", dial_timeout="5s")
     assert info.value.status == 500 and info.value.retryable is True
 
@@ -784,10 +787,32 @@ def tls_proxy(pproxy, pki):
     return pproxy("http+ssl", pem=pki.pem)
 
 
-def test_https_proxy_tls_in_tls(tls_proxy, ws_target, wss_target, pki):
+def skip_without_tls_in_tls(front) -> None:
+    """asyncio's start_tls runs over a TLS transport from Python 3.11 on."""
+    if front.name == "asyncio" and sys.version_info < (3, 11):
+        pytest.skip("TLS in TLS on asyncio's own loop needs Python 3.11 (before it: InvalidOption, "
+                    "tested below)")
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 11), reason="Python 3.11 and later do TLS in TLS")
+def test_wss_through_an_https_proxy_before_python_3_11_is_an_invalid_option(tls_proxy, wss_target, pki):
+    import frontends
+
+    front = frontends.make("asyncio")
+    try:
+        with pytest.raises(errors.InvalidOption, match="Python 3.11"):
+            front.connect(f"wss://localhost:{wss_target}/", proxy=f"https://localhost:{tls_proxy.port}",
+                          ssl=pki.client, proxy_ssl=pki.client, dial_timeout="5s")
+    finally:
+        front.close()
+
+
+@pytest.mark.parametrize("front", frontends.ALL_LOOPS, indirect=True)
+def test_https_proxy_tls_in_tls(front, tls_proxy, ws_target, wss_target, pki):
+    skip_without_tls_in_tls(front)
     proxy = f"https://localhost:{tls_proxy.port}"
     pki.sni.clear()
-    with wsfast.connect(f"wss://localhost:{wss_target}/", proxy=proxy, ssl=pki.client,
+    with front.connect(f"wss://localhost:{wss_target}/", proxy=proxy, ssl=pki.client,
                         proxy_ssl=pki.client, dial_timeout="5s") as c:
         assert c.proxy == proxy
         roundtrip(c)
@@ -801,16 +826,18 @@ def test_https_proxy_tls_in_tls(tls_proxy, ws_target, wss_target, pki):
             [f"n{i}" for i in range(300)]
     assert pki.sni == ["localhost"]
     # ws through an https:// proxy: TLS to the proxy only
-    with wsfast.connect(f"ws://127.0.0.1:{ws_target}/", proxy=proxy, proxy_ssl=pki.client,
+    with front.connect(f"ws://127.0.0.1:{ws_target}/", proxy=proxy, proxy_ssl=pki.client,
                         dial_timeout="5s") as c:
         roundtrip(c)
     assert tls_proxy.tunnels(want=2) == [f"localhost:{wss_target}", f"127.0.0.1:{ws_target}"]
 
 
-def test_tls_in_tls_writes_that_back_up_lose_and_repeat_nothing(tls_proxy, wss_target, pki):
+@pytest.mark.parametrize("front", frontends.ALL_LOOPS, indirect=True)
+def test_tls_in_tls_writes_that_back_up_lose_and_repeat_nothing(front, tls_proxy, wss_target, pki):
+    skip_without_tls_in_tls(front)
     # The server stops reading for a while: the outer socket takes part of a record, the
     # tunnel keeps the rest; every byte must arrive once, in order.
-    with wsfast.connect(f"wss://localhost:{wss_target}/", proxy=f"https://localhost:{tls_proxy.port}",
+    with front.connect(f"wss://localhost:{wss_target}/", proxy=f"https://localhost:{tls_proxy.port}",
                         ssl=pki.client, proxy_ssl=pki.client, dial_timeout="5s") as c:
         ch = c.channel()
         total, digest = 0, hashlib.sha256()
@@ -862,38 +889,42 @@ def test_tls_in_tls_concurrent_senders(tls_proxy, wss_target, pki):
         assert not failures and all(v == list(range(400)) for v in seen.values())
 
 
-def test_https_proxy_certificate_is_checked_against_the_proxy_host(tls_proxy, ws_target, pki):
+@pytest.mark.parametrize("front", frontends.ALL_LOOPS, indirect=True)
+def test_https_proxy_certificate_is_checked_against_the_proxy_host(front, tls_proxy, ws_target, pki):
     target = f"ws://127.0.0.1:{ws_target}/"
     with pytest.raises(errors.ConnectError) as info:   # the certificate names localhost
-        wsfast.connect(target, proxy=f"https://127.0.0.1:{tls_proxy.port}", proxy_ssl=pki.client,
+        front.connect(target, proxy=f"https://127.0.0.1:{tls_proxy.port}", proxy_ssl=pki.client,
                        dial_timeout="5s")
     err = info.value
     assert "proxy" in err.message and err.retryable is False
     assert not isinstance(err, ProxyError)
     assert isinstance(err.details["cause"], ssl.SSLCertVerificationError)
     with pytest.raises(errors.ConnectError) as info:   # default: the system trust store
-        wsfast.connect(target, proxy=f"https://localhost:{tls_proxy.port}", dial_timeout="5s")
+        front.connect(target, proxy=f"https://localhost:{tls_proxy.port}", dial_timeout="5s")
     assert info.value.retryable is False and "proxy" in info.value.message
     with pytest.raises(errors.ConnectError) as info:   # proxy_ssl is not ssl
-        wsfast.connect(target, proxy=f"https://localhost:{tls_proxy.port}", ssl=pki.client,
+        front.connect(target, proxy=f"https://localhost:{tls_proxy.port}", ssl=pki.client,
                        dial_timeout="5s")
     assert info.value.retryable is False
     assert tls_proxy.tunnels(timeout=0.3) == []
 
 
 @pytest.mark.parametrize("kind", ["http", "https"])
-def test_the_targets_certificate_is_checked_against_the_targets_name(
+@pytest.mark.parametrize("front", frontends.ALL_LOOPS, indirect=True)
+def test_the_targets_certificate_is_checked_against_the_targets_name(front,
         pproxy, tls_proxy, wss_target, pki, kind):
+    if kind == "https":
+        skip_without_tls_in_tls(front)
     # (the proxy is named localhost, like the certificate: only the target's name fails)
     proxy = f"https://localhost:{tls_proxy.port}" if kind == "https" else \
         f"http://localhost:{pproxy('http').port}"
     with pytest.raises(errors.ConnectError) as info:   # the target's certificate names localhost
-        wsfast.connect(f"wss://127.0.0.1:{wss_target}/", proxy=proxy, ssl=pki.client,
+        front.connect(f"wss://127.0.0.1:{wss_target}/", proxy=proxy, ssl=pki.client,
                        proxy_ssl=pki.client, dial_timeout="5s")
     assert info.value.retryable is False
     assert isinstance(info.value.details["cause"], ssl.SSLCertVerificationError)
     with pytest.raises(errors.ConnectError):   # nor with the proxy's trust
-        wsfast.connect(f"wss://localhost:{wss_target}/", proxy=proxy, proxy_ssl=pki.client,
+        front.connect(f"wss://localhost:{wss_target}/", proxy=proxy, proxy_ssl=pki.client,
                        dial_timeout="5s")
 
 
@@ -979,11 +1010,11 @@ def test_tunnel_socket_non_blocking_never_blocks_and_never_strands(tls_proxy, pk
     (b"HTTP/1.1 200 Connection est", None, True, "in the middle"),
     (b"", None, True, "without answering"),
 ])
-def test_a_refused_or_broken_tunnel_is_a_proxy_error(scripted, reply, status, retryable, words):
+def test_a_refused_or_broken_tunnel_is_a_proxy_error(front, scripted, reply, status, retryable, words):
     p = scripted(answer(reply))
     t0 = time.monotonic()
     with pytest.raises(ProxyError) as info:
-        wsfast.connect("wss://stream.example.com/x", proxy=f"http://127.0.0.1:{p.port}",
+        front.connect("wss://stream.example.com/x", proxy=f"http://127.0.0.1:{p.port}",
                        dial_timeout="5s")
     err = info.value
     assert time.monotonic() - t0 < 2
@@ -994,24 +1025,24 @@ def test_a_refused_or_broken_tunnel_is_a_proxy_error(scripted, reply, status, re
                           b"Host: stream.example.com:443\r\n\r\n"]
 
 
-def test_the_connect_request_on_the_wire(scripted):
+def test_the_connect_request_on_the_wire(front, scripted):
     p = scripted(answer(b"HTTP/1.1 502 No\r\n\r\n"))
     with pytest.raises(ProxyError):
-        wsfast.connect("ws://[::1]:8080/", proxy=f"http://u%3A:%F0%9F%94%91@127.0.0.1:{p.port}",
+        front.connect("ws://[::1]:8080/", proxy=f"http://u%3A:%F0%9F%94%91@127.0.0.1:{p.port}",
                        dial_timeout="5s")
     # user "u:" password "🔑", Basic of their UTF-8
     assert p.requests == [b"CONNECT [::1]:8080 HTTP/1.1\r\nHost: [::1]:8080\r\n"
                           b"Proxy-Authorization: Basic dTo68J+UkQ==\r\n\r\n"]
 
 
-def test_a_proxy_that_never_answers_is_a_dial_timeout(scripted):
+def test_a_proxy_that_never_answers_is_a_dial_timeout(front, scripted):
     p = scripted(answer(b"", hold=True))
     for proxy in (f"http://127.0.0.1:{p.port}", f"socks5://127.0.0.1:{p.port}"):
         if proxy.startswith("socks"):
             pytest.importorskip("python_socks")
         t0 = time.monotonic()
         with pytest.raises(errors.Timeout) as info:
-            wsfast.connect("ws://localhost:9/", proxy=proxy, dial_timeout="400ms")
+            front.connect("ws://localhost:9/", proxy=proxy, dial_timeout="400ms")
         assert 0.35 < time.monotonic() - t0 < 1.5
         assert info.value.retryable is True and "dial timeout" in info.value.message
 
@@ -1028,17 +1059,17 @@ def trickle(data: bytes, gap: float) -> Callable:
     return script
 
 
-def test_one_dial_timeout_bounds_a_trickling_answer(scripted):
+def test_one_dial_timeout_bounds_a_trickling_answer(front, scripted):
     # every byte comes before a per-read timeout would fire; the deadline still holds
     p = scripted(trickle(b"HTTP/1.1 200 OK\r\nX-Slow: " + b"y" * 100, 0.1))
     t0 = time.monotonic()
     with pytest.raises(errors.Timeout):
-        wsfast.connect("ws://localhost:9/", proxy=f"http://127.0.0.1:{p.port}",
+        front.connect("ws://localhost:9/", proxy=f"http://127.0.0.1:{p.port}",
                        dial_timeout="700ms")
     assert time.monotonic() - t0 < 1.2
 
 
-def test_one_dial_timeout_bounds_a_slow_socks_handshake(scripted):
+def test_one_dial_timeout_bounds_a_slow_socks_handshake(front, scripted):
     pytest.importorskip("python_socks")
 
     def script(conn: socket.socket, _request: bytes) -> None:
@@ -1051,30 +1082,31 @@ def test_one_dial_timeout_bounds_a_slow_socks_handshake(scripted):
     p = scripted(script, read_head=False)
     t0 = time.monotonic()
     with pytest.raises(errors.Timeout):
-        wsfast.connect("ws://stream.example.com/", proxy=f"socks5h://127.0.0.1:{p.port}",
+        front.connect("ws://stream.example.com/", proxy=f"socks5h://127.0.0.1:{p.port}",
                        dial_timeout="1s")
     assert time.monotonic() - t0 < 1.5
 
 
-def test_a_tls_proxy_that_never_handshakes_is_a_dial_timeout(scripted, pki):
+@pytest.mark.parametrize("front", frontends.ALL_LOOPS, indirect=True)
+def test_a_tls_proxy_that_never_handshakes_is_a_dial_timeout(front, scripted, pki):
     p = scripted(answer(b"", hold=True), read_head=False)
     t0 = time.monotonic()
     with pytest.raises(errors.Timeout) as info:
-        wsfast.connect("wss://localhost:9/", proxy=f"https://localhost:{p.port}",
+        front.connect("wss://localhost:9/", proxy=f"https://localhost:{p.port}",
                        proxy_ssl=pki.client, dial_timeout="400ms")
     assert time.monotonic() - t0 < 1.5
     assert "TLS handshake with the proxy" in info.value.message
 
 
-def test_an_unreachable_proxy_is_a_connect_error_naming_the_proxy():
+def test_an_unreachable_proxy_is_a_connect_error_naming_the_proxy(front):
     port = _closed_port()
     with pytest.raises(errors.ConnectError) as info:
-        wsfast.connect("ws://localhost:9/", proxy=f"http://127.0.0.1:{port}", dial_timeout="2s")
+        front.connect("ws://localhost:9/", proxy=f"http://127.0.0.1:{port}", dial_timeout="2s")
     err = info.value
     assert not isinstance(err, ProxyError) and err.retryable is True
     assert f"the proxy 127.0.0.1:{port}" in err.message and err.details["proxy"]
     with pytest.raises((errors.ConnectError, errors.Timeout)) as info:   # (a slow resolver: Timeout)
-        wsfast.connect("ws://localhost:9/", proxy="http://no-such-proxy.invalid:3128",
+        front.connect("ws://localhost:9/", proxy="http://no-such-proxy.invalid:3128",
                        dial_timeout="3s")
     assert "the proxy no-such-proxy.invalid" in info.value.message
     assert not isinstance(info.value, ProxyError)
@@ -1130,9 +1162,9 @@ def counted(pproxy):
 
 @pytest.mark.parametrize("variable", ["https_proxy", "HTTPS_PROXY", "wss_proxy", "WSS_PROXY",
                                       "all_proxy", "ALL_PROXY"])
-def test_the_environments_proxy_is_used_for_wss(monkeypatch, counted, wss_target, pki, variable):
+def test_the_environments_proxy_is_used_for_wss(front, monkeypatch, counted, wss_target, pki, variable):
     monkeypatch.setenv(variable, f"http://127.0.0.1:{counted.port}")
-    with wsfast.connect(f"wss://localhost:{wss_target}/", ssl=pki.client, dial_timeout="5s") as c:
+    with front.connect(f"wss://localhost:{wss_target}/", ssl=pki.client, dial_timeout="5s") as c:
         roundtrip(c)
         assert c.proxy == f"http://127.0.0.1:{counted.port}"
     assert counted.tunnels(want=1) == [f"localhost:{wss_target}"]
@@ -1140,26 +1172,26 @@ def test_the_environments_proxy_is_used_for_wss(monkeypatch, counted, wss_target
 
 @pytest.mark.parametrize("variable", ["http_proxy", "HTTP_PROXY", "ws_proxy", "WS_PROXY",
                                       "all_proxy", "ALL_PROXY"])
-def test_the_environments_proxy_is_used_for_ws(monkeypatch, counted, ws_target, variable):
+def test_the_environments_proxy_is_used_for_ws(front, monkeypatch, counted, ws_target, variable):
     monkeypatch.setenv(variable, f"http://127.0.0.1:{counted.port}")
-    with wsfast.connect(f"ws://localhost:{ws_target}/", dial_timeout="5s") as c:
+    with front.connect(f"ws://localhost:{ws_target}/", dial_timeout="5s") as c:
         roundtrip(c)
     assert counted.tunnels(want=1) == [f"localhost:{ws_target}"]
 
 
-def test_the_more_specific_variable_wins(monkeypatch, counted, ws_target):
+def test_the_more_specific_variable_wins(front, monkeypatch, counted, ws_target):
     dead = f"http://127.0.0.1:{_closed_port()}"
     monkeypatch.setenv("ws_proxy", f"socks5h://127.0.0.1:{counted.port}")
     monkeypatch.setenv("http_proxy", dead)
     monkeypatch.setenv("all_proxy", dead)
     if "socks5h" in os.environ["ws_proxy"]:
         pytest.importorskip("python_socks")
-    with wsfast.connect(f"ws://localhost:{ws_target}/", dial_timeout="5s") as c:
+    with front.connect(f"ws://localhost:{ws_target}/", dial_timeout="5s") as c:
         roundtrip(c)
         assert c.proxy.startswith("socks5h://")
     monkeypatch.delenv("ws_proxy")
     with pytest.raises(errors.ConnectError) as info:   # now http_proxy: the dead one
-        wsfast.connect(f"ws://localhost:{ws_target}/", dial_timeout="5s")
+        front.connect(f"ws://localhost:{ws_target}/", dial_timeout="5s")
     assert "the proxy" in info.value.message
     assert counted.tunnels(want=1) == [f"localhost:{ws_target}"]
 
@@ -1167,11 +1199,11 @@ def test_the_more_specific_variable_wins(monkeypatch, counted, ws_target):
 @pytest.mark.parametrize("no_proxy", ["localhost", ".localhost", "LOCALHOST.", "127.0.0.1",
                                       "127.0.0.0/8", "*", "example.com, localhost",
                                       "localhost:{port}"])
-def test_no_proxy_really_bypasses(monkeypatch, counted, ws_target, no_proxy):
+def test_no_proxy_really_bypasses(front, monkeypatch, counted, ws_target, no_proxy):
     monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{counted.port}")
     monkeypatch.setenv("NO_PROXY", no_proxy.format(port=ws_target))
     host = "127.0.0.1" if no_proxy[0].isdigit() else "localhost"
-    with wsfast.connect(f"ws://{host}:{ws_target}/", dial_timeout="5s") as c:
+    with front.connect(f"ws://{host}:{ws_target}/", dial_timeout="5s") as c:
         roundtrip(c)
         assert c.proxy is None
     assert counted.tunnels(timeout=0.3) == []
@@ -1179,80 +1211,27 @@ def test_no_proxy_really_bypasses(monkeypatch, counted, ws_target, no_proxy):
 
 @pytest.mark.parametrize("no_proxy", ["example.com", "localhost:1", "127.0.0.2", "10.0.0.0/8",
                                       "calhost"])
-def test_no_proxy_that_does_not_match_leaves_the_proxy_in_use(monkeypatch, counted, ws_target,
+def test_no_proxy_that_does_not_match_leaves_the_proxy_in_use(front, monkeypatch, counted, ws_target,
                                                               no_proxy):
     monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{counted.port}")
     monkeypatch.setenv("no_proxy", no_proxy)
-    with wsfast.connect(f"ws://localhost:{ws_target}/", dial_timeout="5s") as c:
+    with front.connect(f"ws://localhost:{ws_target}/", dial_timeout="5s") as c:
         roundtrip(c)
     assert counted.tunnels(want=1) == [f"localhost:{ws_target}"]
 
 
-def test_proxy_false_bypasses_the_environment(monkeypatch, counted, ws_target):
+def test_proxy_false_bypasses_the_environment(front, monkeypatch, counted, ws_target):
     monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{counted.port}")
     monkeypatch.setenv("all_proxy", f"http://127.0.0.1:{counted.port}")
-    with wsfast.connect(f"ws://localhost:{ws_target}/", proxy=False, dial_timeout="5s") as c:
+    with front.connect(f"ws://localhost:{ws_target}/", proxy=False, dial_timeout="5s") as c:
         roundtrip(c)
         assert c.proxy is None
     assert counted.tunnels(timeout=0.3) == []
 
 
-def test_a_bad_environment_proxy_fails_the_connect_naming_the_variable(monkeypatch, ws_target):
+def test_a_bad_environment_proxy_fails_the_connect_naming_the_variable(front, monkeypatch, ws_target):
     monkeypatch.setenv("HTTP_PROXY", "http://user:pw@host:99999")
     with pytest.raises(errors.InvalidOption) as info:
-        wsfast.connect(f"ws://localhost:{ws_target}/", dial_timeout="5s")
+        front.connect(f"ws://localhost:{ws_target}/", dial_timeout="5s")
     assert "environment variable HTTP_PROXY" in info.value.message
     assert "pw" not in info.value.message
-
-
-# ====================================================================== the asyncio client
-
-def _async(coro_fn):
-    async def bounded():
-        return await asyncio.wait_for(coro_fn(), 20)
-    return asyncio.run(bounded())
-
-
-def test_asyncio_client_through_http_and_socks_proxies(pproxy, ws_target, wss_target, pki):
-    """The asyncio front end dials the same tunnels (the sync tunnel code in a thread
-    of the loop's executor) and does the target's TLS itself, end to end."""
-    from wsfast.asyncio.client import connect as aconnect
-
-    http = pproxy("http")
-    socks = pproxy("socks4+socks5")
-
-    async def main():
-        for proxy in (f"http://127.0.0.1:{http.port}", f"socks5h://127.0.0.1:{socks.port}"):
-            async with aconnect(f"ws://localhost:{ws_target}/", proxy=proxy, dial_timeout="5s") as c:
-                await c.send("hello")
-                assert (await c.channel().receive())[0].data == "hello"
-                assert c.proxy == proxy
-            pki.sni.clear()
-            async with aconnect(f"wss://localhost:{wss_target}/", proxy=proxy, ssl=pki.client,
-                                dial_timeout="5s") as c:
-                await c.send("z" * 100_000)
-                assert (await c.channel().receive())[0].data == "z" * 100_000
-            assert pki.sni == ["localhost"]   # TLS with the target, through the tunnel
-        with pytest.raises(wsfast.ConnectError, match="the proxy") as info:
-            await aconnect(f"ws://127.0.0.1:{ws_target}/", proxy="http://127.0.0.1:1",
-                           dial_timeout="2s")
-        with pytest.raises(wsfast.InvalidOption):
-            await aconnect(f"ws://127.0.0.1:{ws_target}/", proxy=f"https://127.0.0.1:{http.port}")
-        return info
-    _async(main)
-    assert http.tunnels(want=2) == [f"localhost:{ws_target}", f"localhost:{wss_target}"]
-
-
-def test_asyncio_client_reads_the_environment(pproxy, ws_target, monkeypatch):
-    from wsfast.asyncio.client import connect as aconnect
-
-    p = pproxy("http")
-    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{p.port}")
-
-    async def main():
-        async with aconnect(f"ws://localhost:{ws_target}/") as c:
-            assert c.proxy == f"http://127.0.0.1:{p.port}"
-        async with aconnect(f"ws://localhost:{ws_target}/", proxy=False) as c:
-            assert c.proxy is None
-    _async(main)
-    assert len(p.tunnels(want=1)) == 1

@@ -124,7 +124,7 @@ def remaining(deadline: Optional[float], target: Target, what: str) -> Optional[
     return left
 
 
-class _Peer(NamedTuple):
+class Peer(NamedTuple):
     """What a DNS lookup and a TCP connect aim at, and how their errors name it."""
 
     host: str
@@ -140,12 +140,12 @@ class _Peer(NamedTuple):
         return f"{self.label}{self.host}:{self.port}"
 
 
-def _target_peer(target: Target) -> _Peer:
-    return _Peer(target.host, target.port, target, "", None)
+def target_peer(target: Target) -> Peer:
+    return Peer(target.host, target.port, target, "", None)
 
 
-def _proxy_peer(target: Target, proxy: ProxyURL) -> _Peer:
-    return _Peer(proxy.host, proxy.port, target, "the proxy ", proxy.display)
+def proxy_peer(target: Target, proxy: ProxyURL) -> Peer:
+    return Peer(proxy.host, proxy.port, target, "the proxy ", proxy.display)
 
 
 def resolve(target: Target, deadline: Optional[float], cancel: Optional[Cancel] = None) -> list:
@@ -153,10 +153,10 @@ def resolve(target: Target, deadline: Optional[float], cancel: Optional[Cancel] 
 
     Raises Timeout, or ConnectError when the lookup fails or was cancelled.
     """
-    return _resolve(_target_peer(target), deadline, cancel)
+    return _resolve(target_peer(target), deadline, cancel)
 
 
-def _resolve(peer: _Peer, deadline: Optional[float], cancel: Optional[Cancel] = None) -> list:
+def _resolve(peer: Peer, deadline: Optional[float], cancel: Optional[Cancel] = None) -> list:
     try:
         # literal addresses resolve at once without a thread
         return socket.getaddrinfo(peer.host, peer.port, type=socket.SOCK_STREAM,
@@ -201,10 +201,10 @@ def connect_tcp(target: Target, addresses: list, deadline: Optional[float],
 
     Raises Timeout when the deadline passes, else ConnectError naming the last failure.
     """
-    return _connect_tcp(_target_peer(target), addresses, deadline, cancel)
+    return _connect_tcp(target_peer(target), addresses, deadline, cancel)
 
 
-def _connect_tcp(peer: _Peer, addresses: list, deadline: Optional[float],
+def _connect_tcp(peer: Peer, addresses: list, deadline: Optional[float],
                  cancel: Optional[Cancel]) -> socket.socket:
     failures: List[str] = []
     last: Optional[BaseException] = None
@@ -742,7 +742,7 @@ def _tunnel(target: Target, options: Options, deadline: Optional[float],
     if proxy.socks:
         _socks_package()   # (before any network work)
         host = _socks_destination(target, proxy, deadline)
-    peer = _proxy_peer(target, proxy)
+    peer = proxy_peer(target, proxy)
     sock = _connect_tcp(peer, _resolve(peer, deadline, cancel), deadline, cancel)
     try:
         if proxy.socks:
