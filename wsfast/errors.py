@@ -1,7 +1,11 @@
 """The error model: one hierarchy, every error with a kind and a retryable flag.
 
-Kinds are the Lua runtime's error kinds; subclasses make them catchable the Python
-way (``except wsfast.Timeout``).
+Kinds are the Lua runtime's error kinds (the string constants ``NOT_FOUND``,
+``ALREADY_EXISTS``, ``INVALID``, ``PERMISSION_DENIED``, ``UNAVAILABLE``, ``INTERNAL``,
+``CANCELED``, ``CONFLICT``, ``TIMEOUT``, ``RATE_LIMITED``, ``UNKNOWN``); subclasses make
+them catchable the Python way (``except wsfast.Timeout``). An error that ended a
+connection while nobody was calling into the client raises nowhere: the channel closes
+and the error is on ``client.error``.
 """
 
 from __future__ import annotations
@@ -31,8 +35,14 @@ UNKNOWN = "UNKNOWN"
 class Error(Exception):
     """Base of every wsfast error.
 
-    ``kind`` is one of the module's kind constants, ``retryable`` tells whether the
-    same call may succeed later, ``details`` holds context (url, cause, status...).
+    Attributes:
+        kind (str): One of the kind constants of this module (the Lua runtime's kinds).
+        retryable (bool | None): True when the same call may succeed later, False when it
+            will not, None when unknown.
+        message (str): The message (also ``str(err)``).
+        details (dict): Context: ``url``, ``cause`` (the underlying exception, also
+            chained as ``__cause__``), ``status``, ``option``, ``action``, ``reason``...
+        close_code (int | None): The WebSocket close code involved, or None.
     """
 
     kind: str = UNKNOWN
@@ -74,55 +84,76 @@ def _rebuild(cls, message, kind, retryable, close_code, details):
 
 
 class PermissionDenied(Error):
-    """The security policy denied ``websocket.connect`` or the URL."""
+    """The security policy denied ``websocket.connect`` or the URL; ``set_policy`` inside a scope.
+
+    Kind ``PERMISSION_DENIED``; not retryable.
+    """
 
     kind = PERMISSION_DENIED
     retryable = False
 
 
 class InvalidOption(Error, ValueError):
-    """A bad URL, option or argument."""
+    """A bad URL, option, argument, close code, message type or duration.
+
+    Also a ``ValueError``. Kind ``INVALID``; not retryable.
+    """
 
     kind = INVALID
     retryable = False
 
 
 class Timeout(Error, TimeoutError):
-    """A dial, read, write or close timeout expired."""
+    """A dial, read or write timeout expired; a ``Channel.receive`` or ``select`` timeout.
+
+    Also a ``TimeoutError``. Kind ``TIMEOUT``; retryable.
+    """
 
     kind = TIMEOUT
     retryable = True
 
 
 class ConnectError(Error):
-    """A transport failure: DNS, refused, reset, EOF without a close frame, TLS."""
+    """A transport failure at any time: DNS, refused, reset, EOF without a close frame, TLS.
+
+    Kind ``INTERNAL``; retryable, except for certificate verification.
+    """
 
     kind = INTERNAL
     retryable = True
 
 
 class HandshakeError(Error):
-    """The HTTP upgrade failed; ``status``, ``headers`` and ``body`` when the server answered."""
+    """The HTTP upgrade failed; ``status``, ``headers`` and ``body`` when the server answered.
+
+    Kind ``INTERNAL``; retryable for 5xx, 429 and 408, else not (too many redirects, a
+    redirect to another scheme, a bad ``Sec-WebSocket-Accept``...).
+    """
 
     kind = INTERNAL
     retryable = False
 
     @property
     def status(self) -> Optional[int]:
+        """The HTTP status of the server's answer, or None."""
         return self.details.get("status")
 
     @property
     def headers(self) -> Optional[list]:
+        """The answer's headers as ``(name, value)`` pairs, or None."""
         return self.details.get("headers")
 
     @property
     def body(self) -> Optional[bytes]:
+        """The first 4 KiB of the answer's body, or None."""
         return self.details.get("body")
 
 
 class ProxyError(ConnectError):
-    """A proxy refused or broke the tunnel; ``status`` is an HTTP proxy's answer (not
-    retryable for 407 and 403)."""
+    """A proxy refused or broke the tunnel; a [`ConnectError`][wsfast.ConnectError].
+
+    Kind ``INTERNAL``; retryable, except for 407 and 403.
+    """
 
     kind = INTERNAL
     retryable = True
@@ -135,11 +166,15 @@ class ProxyError(ConnectError):
 
     @property
     def status(self) -> Optional[int]:
+        """An HTTP proxy's answer status, or None."""
         return self.details.get("status")
 
 
 class ProtocolError(Error):
-    """The peer broke the WebSocket protocol; ``close_code`` says how (1002, 1007, 1009...)."""
+    """The server broke the protocol after the handshake; ``close_code`` says how (1002, 1007, 1009...).
+
+    Found on ``client.error``. Kind ``INTERNAL``; retryable.
+    """
 
     kind = INTERNAL
     retryable = True
@@ -149,23 +184,41 @@ class ProtocolError(Error):
 
 
 class ConnectionClosed(Error):
-    """send/ping/close on a connection that has ended."""
+    """``send``/``ping``/``close`` on an ended connection, or after ``close()``.
+
+    Kind ``INTERNAL``; not retryable.
+    """
 
     kind = INTERNAL
     retryable = False
 
     @property
     def reason(self) -> Optional[str]:
+        """The close reason, or None."""
         return self.details.get("reason")
 
 
 class ChannelClosed(Error):
-    """send on a closed Channel."""
+    """``send`` (or ``offer``, a send case) on a closed channel. Kind ``INVALID``; not retryable."""
 
     kind = INVALID
     retryable = False
 
 
 def is_(err: BaseException, kind: str) -> bool:
-    """True when ``err`` is a wsfast Error of the given kind."""
+    """True when ``err`` is a wsfast [`Error`][wsfast.Error] of the given kind; raises nothing.
+
+    The Lua ``errors.is`` (``is`` is a Python keyword).
+
+    ```python
+    try:
+        client = wsfast.connect(url)
+    except wsfast.Error as err:
+        if wsfast.errors.is_(err, wsfast.errors.PERMISSION_DENIED):
+            print("Access denied:", err.message)
+        elif err.retryable:
+            print("Temporary error:", err.message)
+        raise
+    ```
+    """
     return isinstance(err, Error) and err.kind == kind

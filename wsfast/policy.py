@@ -438,12 +438,29 @@ class Rule:
 
 
 def allow(action: str, resource: str = "*") -> Rule:
-    """A rule allowing ``action`` on ``resource``; raises ``InvalidOption`` if malformed."""
+    """A rule allowing ``action`` on ``resource``, for [`Policy`][wsfast.Policy].
+
+    Args:
+        action: ``"websocket.connect"``, ``"websocket.connect.url"`` or a pattern.
+        resource: A pattern: ``*`` (everything), an exact string, or a prefix ending in
+            ``*``; a ``ws://``/``wss://`` pattern is normalised like a URL.
+
+    Raises:
+        InvalidOption: A malformed action or pattern.
+    """
     return Rule("allow", action, resource)
 
 
 def deny(action: str, resource: str = "*") -> Rule:
-    """A rule denying ``action`` on ``resource``; a deny always beats an allow."""
+    """A rule denying ``action`` on ``resource``; a deny always beats an allow.
+
+    Args:
+        action: As for [`allow`][wsfast.allow].
+        resource: As for [`allow`][wsfast.allow].
+
+    Raises:
+        InvalidOption: A malformed action or pattern.
+    """
     return Rule("deny", action, resource)
 
 
@@ -455,9 +472,16 @@ class Policy:
     """An immutable set of rules and hooks.
 
     A hook is a callable ``(action, resource)`` returning True (allow), False (deny) or
-    None (no opinion); anything else, or an exception, counts as a deny. Evaluation: any
-    deny wins, else any allow allows, else denied. A Policy given as a rule contributes
-    its rules.
+    None (no opinion); anything else, or an exception, counts as a deny. A hook alone
+    is accepted wherever a policy is (then None means not allowed). Evaluation: any
+    deny wins, else any allow allows, else denied.
+
+    Args:
+        *rules: Rules from [`allow`][wsfast.allow] and [`deny`][wsfast.deny], hooks,
+            and policies (a Policy given as a rule contributes its rules).
+
+    Raises:
+        InvalidOption: Something that is not a rule, a hook or a policy.
     """
 
     __slots__ = ("_rules", "_denies", "_allows", "_hooks")
@@ -489,7 +513,8 @@ class Policy:
         return self._rules
 
     def allows(self, action: str, resource: str) -> bool:
-        """True when this policy alone allows ``action`` on ``resource``."""
+        """True when this policy alone allows ``action`` on ``resource``; raises nothing
+        (a hook that raises denies)."""
         return self._decide(action, resource)[0]
 
     def _decide(self, action: str, resource: str) -> Tuple[bool, str, Optional[BaseException]]:
@@ -540,8 +565,14 @@ _scopes: contextvars.ContextVar[Tuple[Policy, ...]] = contextvars.ContextVar(
 def set_policy(policy: Optional[PolicyLike] = None, *, strict: bool = False) -> None:
     """Set the process-wide default policy (every thread); None removes it.
 
-    ``strict=True`` denies every connection while no policy at all is in force. Raises
-    ``PermissionDenied`` inside a :func:`policy_scope` (scoped code cannot change it).
+    Args:
+        policy: A [`Policy`][wsfast.Policy], a rule or a hook, or None.
+        strict: Deny every connection while no policy at all is in force.
+
+    Raises:
+        PermissionDenied: Called inside a [`policy_scope`][wsfast.policy_scope] (scoped
+            code cannot change it).
+        InvalidOption: ``policy`` is not a policy, rule or hook; ``strict`` not a bool.
     """
     global _default
     if not isinstance(strict, bool):
@@ -579,7 +610,15 @@ def policy_scope(policy: PolicyLike) -> _PolicyScope:
     """``with policy_scope(policy):`` adds ``policy`` for the current thread or task.
 
     Scopes nest and only narrow: every policy in force must allow. Asyncio tasks created
-    inside inherit the scope; threads started inside do not (use :func:`set_policy`).
+    inside inherit the scope; threads started inside do not (use
+    [`set_policy`][wsfast.set_policy]). Entering a scope object that is already active
+    raises RuntimeError; create one per block.
+
+    Args:
+        policy: A [`Policy`][wsfast.Policy], a rule or a hook.
+
+    Raises:
+        InvalidOption: ``policy`` is None, or not a policy, rule or hook.
     """
     if policy is None:
         raise InvalidOption("policy_scope(): a policy is required")
