@@ -92,24 +92,38 @@ class _Waiter:
 
 
 class Source(typing.Protocol):
-    """What feeds a channel through :meth:`Channel.offer` and :meth:`Channel.set_source`.
+    """What feeds a channel through [`offer`][wsfast.Channel.offer] and
+    [`set_source`][wsfast.Channel.set_source]: the connection's reader, a reconnecting
+    stream, or any code; the interface knows nothing of WebSockets.
 
     Both methods are called by the channel, never with a value in hand, and must not
     raise.
     """
 
     def fetch(self, timeout: Optional[float]) -> bool:
-        """A receiver found the channel empty and is about to wait: produce values now,
-        in the receiver's thread, by offering them (``overflow=True`` is allowed here:
-        the receiver takes them at once). May wait for them itself, at most ``timeout``
-        seconds (None: the receiver has no limit, the source picks its own bound; 0:
-        do not wait). True when it offered some. Called without the channel's lock."""
+        """A receiver found the channel empty and is about to wait: produce values now.
+
+        The source offers them in the receiver's thread (``overflow=True`` is allowed
+        here: the receiver takes them at once), so a consumer that keeps up reads the
+        socket itself, with no hand-off between threads. Called without the channel's
+        lock; the time it takes counts against the receiver's timeout. Must not raise.
+
+        Args:
+            timeout: The longest it may wait for values, in seconds (None: the receiver
+                has no limit, the source picks its own bound; 0: do not wait).
+
+        Returns:
+            True when it offered some.
+        """
 
     def resume(self) -> None:
-        """Values an :meth:`Channel.offer` left out may now fit (receivers drained the
-        channel to half its capacity), or the channel was closed (the next offer raises
-        ChannelClosed). Called with the channel's lock held: only wake the source's own
-        thread; never block, never call back into the channel."""
+        """Values an ``offer`` left out may now fit, or the channel was closed.
+
+        Called when receivers drained the channel to half its capacity, or on ``close()``
+        (the next offer raises ChannelClosed). Called with the channel's lock held: only
+        wake the source's own thread; never block, never call back into the channel,
+        never raise.
+        """
 
 
 class _Batch:
@@ -151,11 +165,21 @@ def _claim(w: _Waiter) -> bool:
 
 
 class Channel:
-    """A Go channel: FIFO, bounded by ``capacity`` (0: rendezvous), closable.
+    """A Go channel for plain threads: FIFO, bounded by ``capacity``, closable.
 
     ``send`` blocks while the channel is full, ``receive`` while it is empty. After
     ``close()`` buffered values are still delivered, then ``receive`` returns
-    ``(None, False)``. Safe to use from any number of threads.
+    ``(None, False)``. Safe to use from any number of threads; usable without any
+    WebSocket. ``for v in ch:`` receives until closed and drained; ``len(ch)`` is the
+    number of values buffered now; a channel is always truthy (``if ch:`` does not test
+    emptiness). The ``timeout=`` arguments are plain seconds, like ``threading``'s.
+
+    Args:
+        capacity: The bound, an int >= 0 (0: a rendezvous channel, where a send waits
+            for a receiver).
+
+    Raises:
+        InvalidOption: ``capacity`` is not an int >= 0.
     """
 
     __slots__ = ("_lock", "_buf", "_cap", "_low", "_closed", "_recvq", "_sendq",
@@ -203,9 +227,16 @@ class Channel:
     # -- receive ------------------------------------------------------------------------
 
     def receive(self, timeout: Optional[float] = None) -> Tuple[Any, bool]:
-        """Next value as ``(value, True)``; ``(None, False)`` once closed and drained.
+        """The next value as ``(value, True)``; ``(None, False)`` once closed and drained.
 
-        Blocks until then; with ``timeout`` (seconds; 0 polls) raises Timeout on expiry.
+        Blocks until then.
+
+        Args:
+            timeout: Seconds to wait at most (0 polls; None: no limit).
+
+        Raises:
+            Timeout: ``timeout`` expired.
+            InvalidOption: A negative or non-number ``timeout``.
         """
         # Fast path without the lock: deque.popleft is atomic. Every locked path that
         # takes from the buffer tolerates an IndexError from this race.
@@ -257,7 +288,8 @@ class Channel:
         back to the front of the channel, so nothing is lost. While a loop runs, its
         batch may hold values besides the ``capacity`` buffered: up to ``capacity``, or,
         when the loop was waiting on an empty channel, a whole batch handed over by a
-        source's :meth:`offer` (the WebSocket reader: one socket read's messages).
+        source's ``offer`` (the WebSocket reader: one socket read's messages). Raises
+        nothing.
         """
         lock = self._lock
         while True:
@@ -328,11 +360,20 @@ class Channel:
     # -- send ---------------------------------------------------------------------------
 
     def send(self, value: Any, timeout: Optional[float] = None) -> bool:
-        """Send ``value``; True once it is buffered or (capacity 0) taken by a receiver.
+        """Send ``value``, blocking while the channel is full.
 
-        Blocks while the channel is full; with ``timeout`` (seconds; 0 polls) returns
-        False on expiry without sending. Raises ChannelClosed on a closed channel, also
-        when it is closed while this call is blocked.
+        Args:
+            value: Any object.
+            timeout: Seconds to wait at most (0 polls; None: no limit).
+
+        Returns:
+            True once it is buffered or (capacity 0) taken by a receiver; False when
+                ``timeout`` expired, without sending.
+
+        Raises:
+            ChannelClosed: The channel is closed, also when it is closed while this call
+                is blocked.
+            InvalidOption: A negative or non-number ``timeout``.
         """
         if timeout is not None:
             timeout = _check_timeout(timeout)
@@ -350,7 +391,11 @@ class Channel:
         raise ChannelClosed("channel closed while send was blocked")
 
     def close(self) -> None:
-        """Close the channel (idempotent): wakes every blocked sender and receiver."""
+        """Close the channel (idempotent); raises nothing.
+
+        Wakes every blocked sender (they raise ChannelClosed) and receiver. Buffered values
+        are still delivered.
+        """
         with self._lock:
             if self._closed:
                 return
@@ -480,22 +525,22 @@ class Channel:
     # -- cases --------------------------------------------------------------------------
 
     def case_send(self, value: Any) -> _Case:
-        """A ``select`` case sending ``value`` on this channel."""
+        """A [`select`][wsfast.select] case sending ``value`` on this channel; raises nothing."""
         return _Case(self, True, value)
 
     def case_receive(self) -> _Case:
-        """A ``select`` case receiving from this channel."""
+        """A [`select`][wsfast.select] case receiving from this channel; raises nothing."""
         return _Case(self, False, None)
 
     # -- sources ------------------------------------------------------------------------
 
     def set_source(self, source: Optional[Source]) -> None:
-        """Attach the :class:`Source` that feeds this channel (None detaches it).
+        """Attach the [`Source`][wsfast.channels.Source] that feeds this channel (None detaches it).
 
         Receivers that find the channel empty ask it to ``fetch``; it is ``resume``d
-        when an :meth:`offer` it made was cut short and room is back. A channel has
+        when an ``offer`` it made was cut short and room is back. A channel has
         at most one source at a time; a new one replaces the old (a reconnecting
-        stream hands its channel from one connection to the next).
+        stream hands its channel from one connection to the next). Raises nothing.
         """
         with self._lock:
             self._source = source
@@ -508,11 +553,18 @@ class Channel:
         hand-off), then the buffer takes what fits in its capacity, all in one lock
         round. When some are left out (the returned index is below ``len(values)``),
         the source is resumed once receivers drain the channel to half its capacity.
-        ``overflow=True`` places everything, beyond the capacity (for values a
-        receiver is about to take itself, see :meth:`Source.fetch`, or the last
-        values of a stream that has ended). Raises ChannelClosed on a closed channel
-        (nothing is sent then). The channel may keep ``values`` itself (handed to a
-        waiting iterator): do not change the sequence afterwards.
+        The channel may keep ``values`` itself (handed to a waiting iterator): do not
+        change the sequence afterwards.
+
+        Args:
+            values: The values to send.
+            start: The index of the first one.
+            overflow: Place everything, beyond the capacity (for values a receiver is
+                about to take itself, see ``Source.fetch``, or the last values of a
+                stream that has ended).
+
+        Raises:
+            ChannelClosed: The channel is closed (nothing is sent then).
         """
         n = len(values)
         with self._lock:
@@ -547,11 +599,20 @@ class _Case:
 
 
 class Selected(NamedTuple):
-    """The outcome of :func:`select`.
+    """The outcome of ``select``: a named tuple ``(channel, value, ok, default)``.
 
-    ``channel`` is the chosen case's channel (None for the default), ``value`` the
-    received value (None for a send case), ``ok`` False when a receive case found the
-    channel closed and drained, ``default`` True when no case was ready.
+    ```python
+    r = wsfast.select(ch.case_receive(), timer.case_receive())
+    if r.channel is timer: ...
+    elif not r.ok: ...          # ch closed
+    else: handle(r.value)
+    ```
+
+    Attributes:
+        channel (Channel | None): The chosen case's channel (None for the default).
+        value (Any): The received value (None for a send case).
+        ok (bool): False when a receive case found the channel closed and drained.
+        default (bool): True when no case was ready (``default=True``).
     """
 
     channel: Optional[Channel]
@@ -565,14 +626,23 @@ _DEFAULT = Selected(None, None, False, True)
 
 def select(*cases: _Case, default: bool = False,
            timeout: Optional[float] = None) -> Selected:
-    """Wait until one case can proceed, perform it and return a :class:`Selected`.
+    """Wait until one case can proceed, perform it and return a [`Selected`][wsfast.Selected].
 
-    Cases come from ``Channel.case_send(v)`` / ``Channel.case_receive()`` (a single list
-    or tuple of cases is accepted too). When several are ready one is chosen uniformly
-    at random. ``default=True``: return ``Selected(None, None, False, True)`` at once if
-    none is ready. ``timeout`` (seconds): raise Timeout on expiry. A receive case on a
-    closed, drained channel is ready with ``ok=False``; a chosen send case on a closed
-    channel raises ChannelClosed. Without cases (and no default) raises InvalidOption.
+    When several are ready one is chosen uniformly at random (Go's fairness). A receive
+    case on a closed, drained channel is ready, with ``ok=False``.
+
+    Args:
+        *cases: From ``ch.case_send(v)`` and ``ch.case_receive()``; a single list or
+            tuple of cases is accepted too.
+        default: If no case is ready, return ``Selected(None, None, False, True)`` at
+            once.
+        timeout: Seconds to wait at most (None: no limit).
+
+    Raises:
+        Timeout: ``timeout`` expired.
+        ChannelClosed: The chosen send case's channel is closed.
+        InvalidOption: No cases and no default, something that is not a case, a bad
+            ``timeout``.
     """
     if len(cases) == 1 and isinstance(cases[0], (list, tuple)):
         cases = tuple(cases[0])
@@ -748,9 +818,15 @@ _timers = _TimerThread()
 def after(duration: Any) -> Channel:
     """A channel that receives one value, ``time.time()`` at firing, after ``duration``.
 
-    ``duration`` is a number of milliseconds, a Go duration str (``"30s"``) or a
-    ``timedelta``; 0 fires at once. Raises InvalidOption for a bad duration. The channel
-    (capacity 1) is never closed. All timers share one background thread.
+    The channel (capacity 1) is never closed. All timers share one background thread; a
+    timer whose channel is no longer referenced is dropped.
+
+    Args:
+        duration: Milliseconds (int or float), a Go duration str (``"30s"``) or a
+            ``timedelta``; 0 fires at once.
+
+    Raises:
+        InvalidOption: A bad duration (negative, infinite, unparsable, a bool).
     """
     seconds = parse_duration(duration, "duration")
     ch = Channel(1)

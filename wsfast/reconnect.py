@@ -23,24 +23,44 @@ __all__ = ["Reconnecting", "reconnecting"]
 
 def reconnecting(url: str, options: Optional[Mapping[str, Any]] = None, /,
                  **kwargs: Any) -> Reconnecting:
-    """An iterator of connected :class:`~wsfast.Client`\\ s to ``url``, reconnecting with backoff.
+    """An iterator of connected [`Client`][wsfast.Client]s to ``url``, reconnecting with backoff.
 
-    Takes :func:`wsfast.connect`'s options plus ``backoff_min`` ("500ms"), ``backoff_max``
-    ("30s"), ``backoff_factor`` (2) and ``max_attempts`` (None: no limit). The loop body
-    handles one connection's life; subscribe at the top of each body, since every
-    connection is a new session::
+    The loop body handles one connection's life; subscribe at the top of each body,
+    since every connection is a new session:
 
-        for client in wsfast.reconnecting("wss://stream.example.com/prices"):
-            client.send('{"action": "subscribe", "symbols": ["BTC-USD"]}')
-            for msg in client.channel():      # ends when this connection ends
-                handle(msg)
-            # client.close_code / client.error tell why; the loop dials again
+    ```python
+    for client in wsfast.reconnecting("wss://stream.example.com/prices"):
+        client.send('{"action": "subscribe", "symbols": ["BTC-USD"]}')
+        for msg in client.channel():      # ends when this connection ends
+            handle(msg)
+        # client.close_code / client.error tell why; the loop dials again
+    ```
 
-    Raises InvalidOption here for a bad URL or option. Iterating raises, at once, the
-    error of an attempt that is not retryable (PermissionDenied, InvalidOption, a 4xx
-    HandshakeError, a certificate failure, too many redirects), and the last error after
-    ``max_attempts`` consecutive failed attempts (ConnectError, Timeout, HandshakeError...).
-    See :class:`Reconnecting` for closing and for how a connection's lifetime is timed.
+    See [`Reconnecting`][wsfast.Reconnecting] for closing and for how a connection's
+    lifetime is timed.
+
+    Args:
+        url: A ``ws://`` or ``wss://`` URL.
+        options: [`connect`][wsfast.connect]'s options, plus those below.
+        **kwargs: The same names as keywords.
+
+    Other Parameters:
+        backoff_min (duration): The first delay after a failure. Default ``"500ms"``.
+        backoff_max (duration): The longest delay. Default ``"30s"``.
+        backoff_factor (float): Growth of the delay per failed attempt. Default 2.
+        max_attempts (int | None): Consecutive failed attempts before the last error is
+            raised. Default None: no limit.
+
+    Returns:
+        The iterator (also a context manager that closes it on exit).
+
+    Raises:
+        InvalidOption: At the call, for a bad URL or option.
+        Error: Iterating raises at once the error of an attempt that is not retryable
+            (PermissionDenied, InvalidOption, a 4xx HandshakeError, a certificate
+            failure, too many redirects, a ProxyError 407/403), and the last error
+            (ConnectError, Timeout, HandshakeError...) after ``max_attempts``
+            consecutive failed attempts.
     """
     opts, reconnect = split_options(options, kwargs)
     parse_url(url)   # a bad URL is an InvalidOption now; the policy is checked per attempt
@@ -48,19 +68,19 @@ def reconnecting(url: str, options: Optional[Mapping[str, Any]] = None, /,
 
 
 class Reconnecting:
-    """The iterator :func:`reconnecting` returns; also a context manager.
+    """The iterator [`reconnecting`][wsfast.reconnecting] returns; also a context manager.
 
     Each ``next()`` first closes the client it yielded last if the body did not (close
     1000), then dials (immediately, or after the backoff delay) until an attempt
     connects, and returns that client. Attempts run ``connect_with`` in the iterating
-    thread, so the security policy in force there (including :func:`wsfast.policy_scope`)
+    thread, so the security policy in force there (including [`policy_scope`][wsfast.policy_scope])
     is checked on every attempt, before any DNS or TCP work.
 
-    :meth:`close` may be called from any thread: it closes the current client, wakes a
+    ``close()`` may be called from any thread: it closes the current client, wakes a
     pending delay, cancels an attempt in progress (its sockets are shut down, the wait
     for a DNS lookup ends) and the loop ends without yielding again (StopIteration). Leaving
     the loop by ``break`` or an exception closes the current client too, through
-    :meth:`close` when the iterator is dropped (or on ``with`` exit). After an error was
+    ``close()`` when the iterator is dropped (or on ``with`` exit). After an error was
     raised, the iterator is closed.
 
     The lifetime of a connection, for the 10-second rule, runs from when the client was
@@ -69,7 +89,13 @@ class Reconnecting:
     as a long-lived connection, so the next attempt is immediate.
 
     One thread iterates; ``random`` (the jitter source) and ``clock`` (for lifetimes)
-    are there for tests.
+    are there for tests. Constructing it raises nothing; use
+    [`reconnecting`][wsfast.reconnecting], which checks the URL and options.
+
+    Attributes:
+        url (str): The URL as given.
+        failures (list[Error]): The errors of the attempts that failed, and were retried,
+            before the current client (for logging).
     """
 
     def __init__(self, url: str, options: Options, reconnect: Optional[ReconnectOptions] = None, *,
@@ -90,7 +116,7 @@ class Reconnecting:
 
     @property
     def closed(self) -> bool:
-        """True once :meth:`close` was called or an error was raised."""
+        """True once ``close()`` was called or an error was raised."""
         return self._stop.is_set()
 
     def __iter__(self) -> Reconnecting:
@@ -98,7 +124,7 @@ class Reconnecting:
 
     def __next__(self) -> Client:
         """The next connected client. Raises StopIteration once closed, else as
-        :func:`reconnecting` says."""
+        [`reconnecting`][wsfast.reconnecting] says."""
         self._retire()
         backoff = self.backoff
         failures: List[Error] = []
