@@ -29,10 +29,21 @@ __all__ = ["Client", "connect", "connect_with"]
 
 
 class Client:
-    """A connected asyncio WebSocket client; create it with :func:`connect`.
+    """A connected asyncio WebSocket client, from [`connect`][wsfast.asyncio.connect].
 
-    Use it from the event loop it was made in. Received data messages arrive on
-    :meth:`channel`.
+    Not meant to be constructed directly. Use it from the event loop it was made in;
+    no thread per connection. Received data messages arrive on
+    [`channel`][wsfast.asyncio.Client.channel]. ``async with`` closes on exit (a
+    ``ConnectionClosed`` from an already ended connection is swallowed). The attributes
+    are those of the sync [`wsfast.Client`][wsfast.Client], read-only.
+
+    Attributes:
+        url (str): The normalised URL; after redirects, the final one.
+        proxy (str | None): The proxy URL used, credentials removed, or None.
+        subprotocol (str | None): The subprotocol the server chose, or None.
+        extensions (str | None): The negotiated ``Sec-WebSocket-Extensions`` value, or None.
+        response_headers (dict[str, str]): The handshake response headers: lower-cased
+            names, repeated headers joined with ``", "``.
     """
 
     def __init__(self, conn: Connection, proxy: Optional[str] = None) -> None:
@@ -46,7 +57,12 @@ class Client:
         self._proto = proto
 
     def channel(self) -> Channel:
-        """The receive channel of this client (always the same one)."""
+        """The receive channel of this client (always the same [`Channel`][wsfast.asyncio.Channel]).
+
+        It carries only data messages and is closed when the connection ends, after the
+        buffered messages. A full channel pauses the transport's reading (TCP
+        backpressure). Raises nothing.
+        """
         return self._conn.channel
 
     @property
@@ -61,12 +77,12 @@ class Client:
 
     @property
     def close_reason(self) -> Optional[str]:
-        """The reason that goes with :attr:`close_code`. None while open."""
+        """The reason that goes with ``close_code`` (``""`` when none); None while open."""
         return self._proto.close_reason if self.closed else None
 
     @property
     def error(self) -> Optional[Error]:
-        """The wsfast.Error that ended the connection, else None."""
+        """The [`wsfast.Error`][wsfast.Error] that ended the connection abnormally, else None."""
         return self._proto.error
 
     @property
@@ -84,9 +100,18 @@ class Client:
     async def send(self, data: Union[str, bytes, bytearray, memoryview], type: Optional[int] = None) -> bool:
         """Send one message: ``str`` as TEXT, bytes-like as BINARY, unless ``type`` says.
 
-        Returns True once the frame is queued for the transport (waiting, at most
-        ``write_timeout``, while the transport's buffer is full). Raises InvalidOption,
-        ConnectionClosed, Timeout.
+        Args:
+            data: The message.
+            type: ``wsfast.TEXT`` or ``wsfast.BINARY``, as for the sync ``send``.
+
+        Returns:
+            True once the frame is queued for the transport (waiting, at most
+                ``write_timeout``, while the transport's buffer is full).
+
+        Raises:
+            InvalidOption: Bad data or type, invalid UTF-8, a lone surrogate.
+            ConnectionClosed: The connection ended, or ``close()`` was called.
+            Timeout: ``write_timeout`` expired.
         """
         cls = data.__class__
         if type is None and (cls is str or cls is bytes):
@@ -100,9 +125,17 @@ class Client:
         return True
 
     async def ping(self, data: Union[bytes, str] = b"") -> bool:
-        """Send a ping (does not wait for the pong). ``data`` at most 125 bytes.
+        """Send a ping and return without waiting for the pong.
 
-        Raises InvalidOption, ConnectionClosed.
+        Args:
+            data: The payload, at most 125 bytes (a ``str`` is sent as UTF-8).
+
+        Returns:
+            True once the ping is queued.
+
+        Raises:
+            InvalidOption: ``data`` is not bytes or str, or is over 125 bytes.
+            ConnectionClosed: The connection ended, or ``close()`` was called.
         """
         if isinstance(data, str):
             data = utf8(data)
@@ -114,10 +147,18 @@ class Client:
         return True
 
     async def close(self, code: int = CLOSE_CODES.NORMAL, reason: str = "") -> bool:
-        """Close with ``code`` and ``reason``; wait at most ``close_timeout`` for the server.
+        """Run the closing handshake; wait at most ``close_timeout`` for the server.
 
-        Raises InvalidOption, ConnectionClosed (the connection already ended, or close
-        was called).
+        Args:
+            code: A code that may be sent: 1000-1003, 1007-1014, 3000-4999.
+            reason: At most 123 UTF-8 bytes.
+
+        Returns:
+            True once the connection is closed.
+
+        Raises:
+            InvalidOption: A code or reason that may not be sent.
+            ConnectionClosed: The connection already ended, or ``close()`` was already called.
         """
         check_close_args(code, reason)
         await self._conn.close(int(code), reason)
@@ -162,9 +203,25 @@ def connect(url: str, options: Optional[Mapping[str, Any]] = None, /, **kwargs: 
     """Open a WebSocket connection: ``client = await connect(url, ...)`` or
     ``async with connect(url, ...) as client``.
 
-    The options of :func:`wsfast.connect` (DESIGN §1, §6). Raises InvalidOption at
-    once (bad options); awaiting raises PermissionDenied, InvalidOption, Timeout,
-    ConnectError or HandshakeError.
+    The security policy in force is the one of the task that connects, checked before
+    any DNS or TCP work and again for every redirect hop.
+
+    Args:
+        url: A ``ws://`` or ``wss://`` URL.
+        options: The options of [`wsfast.connect`][wsfast.connect], with the same names,
+            defaults and validation.
+        **kwargs: The same names as keywords.
+
+    Returns:
+        An awaitable of the connected [`Client`][wsfast.asyncio.Client], also an async
+            context manager that closes it on exit.
+
+    Raises:
+        InvalidOption: At the call, for bad options; when awaited, for a bad URL.
+        PermissionDenied: When awaited: the security policy denies the connection.
+        Timeout: When awaited: ``dial_timeout`` expired.
+        ConnectError: When awaited: a transport failure (ProxyError for the proxy).
+        HandshakeError: When awaited: the HTTP upgrade failed.
     """
     return _Connecting(url, parse_options(options, kwargs))
 

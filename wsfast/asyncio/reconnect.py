@@ -22,21 +22,34 @@ __all__ = ["Reconnecting", "reconnecting"]
 
 def reconnecting(url: str, options: Optional[Mapping[str, Any]] = None, /,
                  **kwargs: Any) -> Reconnecting:
-    """An async iterator of connected :class:`~wsfast.asyncio.Client`\\ s to ``url``.
+    """An async iterator of connected [`Client`][wsfast.asyncio.Client]s to ``url``.
 
-    Takes :func:`wsfast.asyncio.connect`'s options plus ``backoff_min`` ("500ms"),
-    ``backoff_max`` ("30s"), ``backoff_factor`` (2) and ``max_attempts``. Subscribe at
-    the top of each loop body: every connection is a new session::
+    The same backoff as the sync [`wsfast.reconnecting`][wsfast.reconnecting]. Subscribe
+    at the top of each loop body: every connection is a new session.
 
-        async with wsfast.asyncio.reconnecting(url) as clients:
-            async for client in clients:
-                await client.send(subscribe)
-                async for msg in client.channel():
-                    handle(msg)
+    ```python
+    async with wsfast.asyncio.reconnecting(url) as clients:
+        async for client in clients:
+            await client.send(subscribe)
+            async for msg in client.channel():
+                handle(msg)
+    ```
 
-    Raises InvalidOption here (a bad URL or option). Iterating raises at once an
-    attempt's error that is not retryable, and the last error after ``max_attempts``
-    consecutive failed attempts, as the sync :func:`wsfast.reconnecting` does.
+    Args:
+        url: A ``ws://`` or ``wss://`` URL.
+        options: [`wsfast.connect`][wsfast.connect]'s options plus ``backoff_min``
+            (``"500ms"``), ``backoff_max`` (``"30s"``), ``backoff_factor`` (2) and
+            ``max_attempts`` (None: no limit), as for [`wsfast.reconnecting`][wsfast.reconnecting].
+        **kwargs: The same names as keywords.
+
+    Returns:
+        The async iterator (also an async context manager that closes it on exit).
+
+    Raises:
+        InvalidOption: At the call, for a bad URL or option.
+        Error: Iterating raises at once an attempt's error that is not retryable, and
+            the last error after ``max_attempts`` consecutive failed attempts, as the
+            sync iterator does.
     """
     opts, reconnect = split_options(options, kwargs)
     parse_url(url)   # a bad URL is an InvalidOption now; the policy is checked per attempt
@@ -44,18 +57,24 @@ def reconnecting(url: str, options: Optional[Mapping[str, Any]] = None, /,
 
 
 class Reconnecting:
-    """What :func:`reconnecting` returns; also an async context manager.
+    """What [`reconnecting`][wsfast.asyncio.reconnecting] returns; also an async context manager.
 
     Each ``__anext__`` first closes the client it returned last if the body did not,
     then dials (at once, or after the backoff delay) until an attempt connects. Attempts
     run in the iterating task's context, so the security policy in force there is
-    checked on every attempt. :meth:`close` (from any task of the loop) closes the
+    checked on every attempt. ``close()`` (from any task of the loop) closes the
     current client, cancels a pending delay or attempt, and the loop ends. Leave the
-    loop through ``async with`` (or call :meth:`aclose`) to have the current client
-    closed: an async iterator left by ``break`` is not told.
+    loop through ``async with`` (or call ``aclose()``) to have the current client
+    closed: an async iterator left by ``break`` is not told. Iterating raises as
+    [`reconnecting`][wsfast.asyncio.reconnecting] says; constructing it raises nothing.
 
     A connection's lifetime, for the 10-second rule, runs from when it was returned to
     the next ``__anext__``.
+
+    Attributes:
+        url (str): The URL as given.
+        failures (list[Error]): The errors of the attempts retried before the current
+            client (for logging).
     """
 
     def __init__(self, url: str, options: Options, reconnect: Optional[ReconnectOptions] = None, *,
@@ -72,6 +91,7 @@ class Reconnecting:
 
     @property
     def closed(self) -> bool:
+        """True once ``close()`` was called or an error was raised."""
         return self._closed
 
     def __aiter__(self) -> Reconnecting:
@@ -128,7 +148,7 @@ class Reconnecting:
 
     def close(self) -> None:
         """End the loop: cancel a pending delay or attempt, close the current client (in
-        a task); the iterator then stops. Idempotent."""
+        a task); the iterator then stops. Idempotent; raises nothing."""
         self._closed = True
         if self._stop is not None:
             self._stop.set()
@@ -139,7 +159,7 @@ class Reconnecting:
             asyncio.ensure_future(_close_quietly(client))
 
     async def aclose(self) -> None:
-        """:meth:`close`, and wait for the current client's closing handshake."""
+        """``close()``, and wait for the current client's closing handshake; raises nothing."""
         client, self._client = self._client, None
         self.close()
         if client is not None:
