@@ -35,6 +35,7 @@ from .policy import Policy, allow, deny, policy_scope, set_policy
 from .reconnect import Reconnecting, reconnecting
 
 __version__ = "0.1.0"
+"""The package version (PEP 440), the same as the distribution's."""
 
 __all__ = [
     "connect", "reconnecting", "Reconnecting", "Client", "Message", "Channel", "Selected", "select", "after",
