@@ -14,17 +14,32 @@ later ones until cleared; the relay never alters, reorders or duplicates bytes:
   the connection that carried them, once; ``reset()`` is ``reset_after(0)``;
 * ``clear()``: back to plain relaying.
 
+Per connection, a plan (``FaultRelay(port, plan=...)``: ``plan(number)`` gives the
+list of :class:`Fault` s for the connection numbered ``number``, counted from 1) places
+faults at exact byte counts of the server->client stream, so they land mid-frame:
+
+* ``Fault("reset", after)``: RST both sides once ``after`` bytes went down;
+* ``Fault("stall", after, seconds)``: forward nothing either way for that long;
+* ``Fault("silence", after, seconds)``: half-open for that long (nothing forwarded,
+  both sockets open, no FIN, no RST), then both sockets are closed;
+* ``Fault("trickle", after, seconds, size, delay)``: for that long, server->client
+  bytes ``size`` at a time, ``delay`` seconds apart.
+
+:func:`random_plan` makes a seeded random schedule of them. ``events`` records each
+fault as it starts: ``(number, kind, time.monotonic(), seconds)``.
+
 ``connections`` counts the connections accepted; ``close()`` ends everything.
 """
 
 from __future__ import annotations
 
+import random
 import select
 import socket
 import struct
 import threading
 import time
-from typing import List, Optional
+from typing import Callable, List, NamedTuple, Optional
 
 
 def _rst(sock: socket.socket) -> None:
@@ -35,9 +50,52 @@ def _rst(sock: socket.socket) -> None:
     sock.close()
 
 
+class Fault(NamedTuple):
+    """One fault of a connection's plan (see the module's docstring)."""
+
+    kind: str            # "reset", "stall", "silence" or "trickle"
+    after: int           # server->client bytes of this connection forwarded before it starts
+    seconds: float = 0.0
+    size: int = 0        # trickle: bytes at a time
+    delay: float = 0.0   # trickle: seconds between them
+
+
+def random_plan(seed: int, *, first: int = 2000, span: int = 200_000, short_stall: float = 0.5,
+                long_stall: float = 4.0, silence: float = 6.0,
+                trickle: tuple = (64, 0.005, 1.5)) -> Callable[[int], List[Fault]]:
+    """A seeded random fault schedule: each connection gets zero to two faults it can
+    survive (a stall of ``short_stall`` seconds, a ``trickle`` of (size, delay, seconds))
+    and then one that ends it (a reset, a silence of ``silence`` seconds, or a stall of
+    ``long_stall`` seconds), each after a random number of bytes (the first at least
+    ``first``, so the handshake passes, then up to ``span`` more each). A stall longer
+    than the client's keepalive bound ends the connection too; the caller chooses the
+    bound and these durations."""
+    rng = random.Random(seed)
+
+    def plan(number: int) -> List[Fault]:
+        faults = []
+        at = first + rng.randrange(span)
+        for _ in range(rng.choice((0, 0, 1, 2))):
+            if rng.random() < 0.5:
+                faults.append(Fault("stall", at, short_stall))
+            else:
+                size, delay, seconds = trickle
+                faults.append(Fault("trickle", at, seconds, size, delay))
+            at += 1 + rng.randrange(span)
+        kind = rng.choice(("reset", "reset", "silence", "stall"))
+        seconds = {"reset": 0.0, "silence": silence, "stall": long_stall}[kind]
+        faults.append(Fault(kind, at, seconds))
+        return faults
+
+    return plan
+
+
 class FaultRelay:
-    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
+    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1",
+                 plan: Optional[Callable[[int], List[Fault]]] = None) -> None:
         self.upstream = (upstream_host, upstream_port)
+        self.plan = plan
+        self.events: List[tuple] = []   # (connection number, kind, time.monotonic(), seconds) per fault
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
@@ -132,6 +190,11 @@ class FaultRelay:
 
     def _pump_until_done(self, client: socket.socket, server: socket.socket, number: int) -> None:
         open_ends = {client: server, server: client}
+        planned = list(self.plan(number)) if self.plan is not None else []
+        down = 0                   # server->client bytes forwarded on this connection
+        hold_until = 0.0           # a planned stall or silence: nothing moves until then
+        close_at_end = False       # ... and a silence ends the connection then
+        local_trickle = None       # a planned trickle: (size, delay, until)
         while open_ends and not self._closed.is_set():
             with self._lock:
                 silent = number <= self._silent_upto
@@ -144,9 +207,32 @@ class FaultRelay:
                 _rst(client)
                 _rst(server)
                 return
+            now = time.monotonic()
+            if planned and down >= planned[0].after and now >= hold_until:
+                fault = planned.pop(0)
+                with self._lock:
+                    self.events.append((number, fault.kind, now, fault.seconds))
+                if fault.kind == "reset":
+                    _rst(client)
+                    _rst(server)
+                    return
+                if fault.kind in ("stall", "silence"):
+                    hold_until = now + fault.seconds
+                    close_at_end = fault.kind == "silence"
+                elif fault.kind == "trickle":
+                    local_trickle = (fault.size, fault.delay, now + fault.seconds)
+            if now < hold_until:
+                time.sleep(min(0.01, hold_until - now))
+                continue
+            if close_at_end:
+                return   # the silence is over: both sockets are closed (FIN)
+            if local_trickle is not None and now >= local_trickle[2]:
+                local_trickle = None
             if silent or stalled:
                 time.sleep(0.01)
                 continue
+            if local_trickle is not None and trickle is None:
+                trickle = local_trickle[:2]
             readable, _, _ = select.select(list(open_ends), [], [], 0.01)
             for src in readable:
                 dst = open_ends[src]
@@ -156,6 +242,8 @@ class FaultRelay:
                         want = trickle[0]
                     if reset_after is not None:
                         want = min(want, reset_after)
+                    if planned and planned[0].after > down:
+                        want = min(want, planned[0].after - down)   # the fault lands on its byte
                 try:
                     data = src.recv(want)
                 except OSError:
@@ -172,6 +260,7 @@ class FaultRelay:
                 except OSError:
                     return
                 if src is server:
+                    down += len(data)
                     with self._lock:
                         if self._reset_after is not None:
                             self._reset_after = max(0, self._reset_after - len(data))
