@@ -22,9 +22,10 @@ test: $(STAMP)
 	$(PY) -m pytest tests -q
 	WSFAST_PURE_PYTHON=1 $(PY) -m pytest tests -q -m "not slow"
 
-# Everyday run: skips the long Autobahn compression cases.
+# Everyday run: skips the tests marked slow (the long Autobahn groups, the 100,000-message
+# cancellation runs, ...) and draws a quarter of the property tests' examples.
 test-fast: $(STAMP)
-	$(PY) -m pytest tests -q -m "not slow"
+	WSFAST_HYPOTHESIS_PROFILE=$${WSFAST_HYPOTHESIS_PROFILE:-fast} $(PY) -m pytest tests -q -m "not slow"
 
 # The property tests (codec; protocol once tests/test_protocol.py exists) with the "deep"
 # hypothesis profile (tests/conftest.py: random seeds, 20x the examples, failures kept in

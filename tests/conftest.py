@@ -17,6 +17,8 @@ Hypothesis profiles, chosen by ``WSFAST_HYPOTHESIS_PROFILE`` (default ``ci``; py
 
 * ``ci`` (``make test``): derandomized, no example database: every run draws the same
   examples, so a failure reproduces on the next run; hypothesis' default 100 examples.
+* ``fast`` (``make test-fast``): as ``ci`` with a quarter of the examples (the codec tests
+  scale their counts by it too): the everyday run stays short; ``make test`` draws all.
 * ``deep`` (``make test-deep``): random seeds, failures kept in ``.hypothesis/`` and replayed
   first, 20 times the examples, no deadline. The codec tests scale their per-test example
   counts by the profile's ``max_examples`` (see ``hsettings`` in test_codec.py).
@@ -44,6 +46,7 @@ except ImportError:   # the suites that do not need hypothesis still run without
     pass
 else:
     _hypothesis_settings.register_profile("ci", derandomize=True, database=None, max_examples=100)
+    _hypothesis_settings.register_profile("fast", derandomize=True, database=None, max_examples=25)
     _hypothesis_settings.register_profile(
         "deep", derandomize=False, database=DirectoryBasedExampleDatabase(".hypothesis/examples"),
         max_examples=20 * 100, deadline=None, print_blob=True)

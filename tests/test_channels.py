@@ -862,6 +862,7 @@ except KeyboardInterrupt:
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("mode", ["select", "receive"])
 def test_ctrl_c_during_a_busy_receive_or_select_never_hangs(mode):

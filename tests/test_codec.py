@@ -31,8 +31,8 @@ except ImportError:  # the extension is not built: only the pure-Python path run
     _codec_c = None
 
 # The hypothesis profile in force (tests/conftest.py: "ci" has hypothesis' default of 100
-# examples, "deep" 20 times more) scales every test's example count, and so its time limit;
-# WSFAST_CODEC_EXAMPLES_SCALE multiplies on top.
+# examples, "fast" a quarter of them, "deep" 20 times more) scales every test's example
+# count, and so its time limit; WSFAST_CODEC_EXAMPLES_SCALE multiplies on top.
 _SCALE = settings.default.max_examples / 100 * float(os.environ.get("WSFAST_CODEC_EXAMPLES_SCALE", "1"))
 
 pytestmark = pytest.mark.timeout(int(120 * max(1.0, _SCALE)))
