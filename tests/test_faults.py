@@ -4,6 +4,9 @@ A websockets server streams numbered messages; the fault relay between it and th
 client stalls, trickles, resets mid-frame or goes silent. Per connection, no message
 is lost, duplicated or reordered; a stall shorter than the keepalive bound is
 survived; a dead path is found within it and ``wsfast.reconnecting`` recovers.
+
+The tests that connect take the ``front`` fixture (conftest.py): each runs on the sync
+client and on wsfast.asyncio behind the same calls (tests/frontends.py).
 """
 
 from __future__ import annotations
@@ -69,10 +72,10 @@ def _check_in_order(messages):
     return by_conn
 
 
-def test_a_stall_shorter_than_the_keepalive_bound_is_survived(ws_server, relay_to):
+def test_a_stall_shorter_than_the_keepalive_bound_is_survived(front, ws_server, relay_to):
     stream = Stream(ws_server, 40, every=0.01)
     relay = relay_to(stream.server.port)
-    c = wsfast.connect(relay.url, ping_interval="200ms", ping_timeout="300ms")
+    c = front.connect(relay.url, ping_interval="200ms", ping_timeout="300ms")
     ch = c.channel()
     got = [json.loads(ch.receive()[0].data) for _ in range(10)]
     relay.stall(0.35)   # < ping_interval + ping_timeout
@@ -85,13 +88,13 @@ def test_a_stall_shorter_than_the_keepalive_bound_is_survived(ws_server, relay_t
     c.close()
 
 
-def test_trickled_bytes_keep_a_slow_large_message_alive(ws_server, relay_to):
+def test_trickled_bytes_keep_a_slow_large_message_alive(front, ws_server, relay_to):
     """64 KiB arriving 2 KiB every 20 ms (~0.7 s), with ping_interval 100 ms and
     ping_timeout 100 ms: any bytes read are life, so the message arrives whole."""
     stream = Stream(ws_server, 3, size=64 * 1024)
     relay = relay_to(stream.server.port)
     relay.trickle(2048, 0.02)
-    c = wsfast.connect(relay.url, ping_interval="100ms", ping_timeout="100ms")
+    c = front.connect(relay.url, ping_interval="100ms", ping_timeout="100ms")
     got = []
     for _ in range(3):
         msg, ok = c.channel().receive()

@@ -11,6 +11,9 @@ The rules, each with a test that fails without it:
   and never concludes;
 * the pong of a keepalive ping gives ``client.latency``; ``close()`` on a dead peer is
   bounded.
+
+The tests that connect take the ``front`` fixture (conftest.py): each runs on the sync
+client and on wsfast.asyncio behind the same calls (tests/frontends.py).
 """
 
 from __future__ import annotations
@@ -85,12 +88,12 @@ def _count_pings(srv, pings):
             return
 
 
-def test_a_silent_peer_is_found_within_interval_plus_timeout(raw_server):
+def test_a_silent_peer_is_found_within_interval_plus_timeout(front, raw_server):
     seen: list = []
     srv = raw_server(lambda s: _count_pings(s, seen),
                      after_101=b"".join(server_frame(0x1, b"m%d" % i) for i in range(5)))
     start = time.monotonic()
-    c = wsfast.connect(srv.url, ping_interval="200ms", ping_timeout="300ms", close_timeout="2s")
+    c = front.connect(srv.url, ping_interval="200ms", ping_timeout="300ms", close_timeout="2s")
     got = [m.data for m in c.channel()]   # ends when the peer is found dead
     took = time.monotonic() - start
     assert got == [f"m{i}" for i in range(5)]   # the buffered messages first
@@ -106,7 +109,7 @@ def test_a_silent_peer_is_found_within_interval_plus_timeout(raw_server):
         c.close()
 
 
-def test_a_half_open_connection_is_found(ws_server):
+def test_a_half_open_connection_is_found(front, ws_server):
     """The relay stops forwarding without FIN or RST: the client's pings land in
     buffers and nothing comes back."""
     done = threading.Event()
@@ -119,7 +122,7 @@ def test_a_half_open_connection_is_found(ws_server):
     srv = ws_server(stream, ping_interval=None)
     relay = FaultRelay(srv.port)
     try:
-        c = wsfast.connect(relay.url, ping_interval="150ms", ping_timeout="250ms")
+        c = front.connect(relay.url, ping_interval="150ms", ping_timeout="250ms")
         ch = c.channel()
         assert [ch.receive()[0].data for _ in range(3)] == ["m0", "m1", "m2"]
         relay.silence()
@@ -134,9 +137,9 @@ def test_a_half_open_connection_is_found(ws_server):
         relay.close()
 
 
-def test_close_on_a_dead_peer_is_bounded(raw_server):
+def test_close_on_a_dead_peer_is_bounded(front, raw_server):
     srv = raw_server(lambda s: s.stop.wait(10))   # reads nothing, answers nothing
-    c = wsfast.connect(srv.url, ping_interval="100ms", ping_timeout="100ms", close_timeout="300ms")
+    c = front.connect(srv.url, ping_interval="100ms", ping_timeout="100ms", close_timeout="300ms")
     start = time.monotonic()
     try:
         c.close()
@@ -161,12 +164,12 @@ def _numbered(n, size=0):
 
 
 @pytest.mark.parametrize("stall", [0.0, 0.6], ids=["steady", "stalls"])
-def test_a_slow_consumer_keeps_a_healthy_connection(ws_server, stall):
+def test_a_slow_consumer_keeps_a_healthy_connection(front, ws_server, stall):
     """2 ms per message, channel_capacity 8, ping_interval 200 ms: the 1,500 messages
     arrive whole and in order. With stalls, the consumer stops for 0.6 s (longer than
     ping_interval + ping_timeout) three times while the channel is full."""
     srv = ws_server(_numbered(1500, 200), ping_interval=None)
-    c = wsfast.connect(srv.url, channel_capacity=8, ping_interval="200ms", ping_timeout="200ms")
+    c = front.connect(srv.url, channel_capacity=8, ping_interval="200ms", ping_timeout="200ms")
     got = []
     ch = c.channel()
     deadline = time.monotonic() + 30
@@ -183,7 +186,7 @@ def test_a_slow_consumer_keeps_a_healthy_connection(ws_server, stall):
     c.close()
 
 
-def test_a_busy_stream_needs_no_ping(raw_server):
+def test_a_busy_stream_needs_no_ping(front, raw_server):
     seen: list = []
 
     def stream(s):
@@ -202,33 +205,33 @@ def test_a_busy_stream_needs_no_ping(raw_server):
             except (OSError, EOFError):
                 pass
     srv = raw_server(stream)
-    c = wsfast.connect(srv.url, ping_interval="100ms", ping_timeout="100ms")
+    c = front.connect(srv.url, ping_interval="100ms", ping_timeout="100ms")
     n = sum(1 for _ in c.channel())
     assert n > 20
     assert seen == []   # bytes every 20 ms: never 100 ms of silence
     assert c.close_code == 1006 and isinstance(c.error, wsfast.ConnectError)   # (the script's end)
 
 
-def test_ping_interval_zero_sends_no_ping(raw_server):
+def test_ping_interval_zero_sends_no_ping(front, raw_server):
     seen: list = []
     srv = raw_server(lambda s: _count_pings(s, seen))
-    c = wsfast.connect(srv.url, ping_interval=0)
+    c = front.connect(srv.url, ping_interval=0)
     time.sleep(0.5)
     assert not c.closed and seen == []
     c.close()
 
 
-def test_ping_timeout_zero_pings_and_never_concludes(raw_server):
+def test_ping_timeout_zero_pings_and_never_concludes(front, raw_server):
     seen: list = []
     srv = raw_server(lambda s: _count_pings(s, seen))
-    c = wsfast.connect(srv.url, ping_interval="100ms", ping_timeout=0)
+    c = front.connect(srv.url, ping_interval="100ms", ping_timeout=0)
     time.sleep(0.55)
     assert not c.closed
     assert 3 <= len(seen) <= 6, seen
     c.close()
 
 
-def test_a_keepalive_pong_gives_the_latency(raw_server):
+def test_a_keepalive_pong_gives_the_latency(front, raw_server):
     def answer_late(s):
         s.conn.settimeout(5)
         frame = read_frame(s.conn)
@@ -238,7 +241,7 @@ def test_a_keepalive_pong_gives_the_latency(raw_server):
         _count_pings(s, [])   # until the client's close frame
 
     srv = raw_server(answer_late)
-    c = wsfast.connect(srv.url, ping_interval="100ms", ping_timeout="1s")
+    c = front.connect(srv.url, ping_interval="100ms", ping_timeout="1s")
     assert c.latency is None
     end = time.monotonic() + 3
     while c.latency is None and time.monotonic() < end:
@@ -247,11 +250,11 @@ def test_a_keepalive_pong_gives_the_latency(raw_server):
     c.close()
 
 
-def test_the_reader_is_gone_after_a_keepalive_timeout(raw_server):
+def test_the_reader_is_gone_after_a_keepalive_timeout(front, raw_server):
     from conftest import wait_no_readers
 
     srv = raw_server(lambda s: s.stop.wait(5))
-    c = wsfast.connect(srv.url, ping_interval="50ms", ping_timeout="50ms")
+    c = front.connect(srv.url, ping_interval="50ms", ping_timeout="50ms")
     ended = threading.Event()
 
     def drain():
@@ -265,15 +268,15 @@ def test_the_reader_is_gone_after_a_keepalive_timeout(raw_server):
     assert wait_no_readers(srv.url.split("//")[1]) == []
 
 
-def test_an_idle_connection_whose_peer_answers_pings_stays_open(ws_server):
+def test_an_idle_connection_whose_peer_answers_pings_stays_open(front, ws_server):
     """Nothing but pongs arrives for 0.8 s (8 intervals): pongs are life."""
     idle = threading.Event()
     srv = ws_server(lambda ws: idle.wait(5), ping_interval=None)
-    c = wsfast.connect(srv.url, ping_interval="100ms", ping_timeout="100ms")
+    c = front.connect(srv.url, ping_interval="100ms", ping_timeout="100ms")
     time.sleep(0.8)
     try:
         assert not c.closed, c.error
         assert c.latency is not None   # the keepalive pings were answered
     finally:
+        c.close()    # (before the handler returns: then the server would close first)
         idle.set()
-        c.close()

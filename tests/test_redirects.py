@@ -5,6 +5,9 @@ else; the Location resolved against the current URL; http/https mapped to ws/wss
 any other scheme refused; ``max_redirects``; every hop policy-checked before it is
 dialled (a denied hop opens no connection); wss -> ws refused; credentials only on
 the first origin; one ``dial_timeout`` for the chain; ``client.url`` the final URL.
+
+The tests that connect take the ``front`` fixture (conftest.py): each runs on the sync
+client and on wsfast.asyncio behind the same calls (tests/frontends.py).
 """
 
 from __future__ import annotations
@@ -175,25 +178,25 @@ def test_redirect_url_refuses_other_schemes_and_junk(location):
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
-def test_each_redirect_status_is_followed(http_server, status):
+def test_each_redirect_status_is_followed(front, http_server, status):
     final = http_server(upgrade_ok)
     first = http_server(redirect(status, final.url + "end?q=1"))
-    with wsfast.connect(first.url) as c:
+    with front.connect(first.url) as c:
         assert c.url == final.url + "end?q=1"
     assert final.requests[0].startswith("GET /end?q=1 HTTP/1.1")
 
 
 @pytest.mark.parametrize("status", [300, 304, 305, 306])
-def test_other_3xx_statuses_are_refusals(http_server, status):
+def test_other_3xx_statuses_are_refusals(front, http_server, status):
     final = http_server(upgrade_ok)
     first = http_server(redirect(status, final.url))
     with pytest.raises(HandshakeError) as info:
-        wsfast.connect(first.url)
+        front.connect(first.url)
     assert info.value.status == status
     assert final.accepted == 0
 
 
-def test_a_relative_location_resolves_against_the_current_url(http_server):
+def test_a_relative_location_resolves_against_the_current_url(front, http_server):
     seen = []
 
     def respond(request):
@@ -203,56 +206,56 @@ def test_a_relative_location_resolves_against_the_current_url(http_server):
             return redirect(302, "c?x=1")(request)
         return upgrade_ok(request)
     srv = http_server(respond)
-    with wsfast.connect(srv.url + "a/b") as c:
+    with front.connect(srv.url + "a/b") as c:
         assert c.url == srv.url + "a/c?x=1"
     assert seen == ["/a/b", "/a/c?x=1"]
 
 
-def test_an_http_location_is_followed_as_ws(http_server):
+def test_an_http_location_is_followed_as_ws(front, http_server):
     final = http_server(upgrade_ok)
     first = http_server(redirect(301, f"http://127.0.0.1:{final.port}/x"))
-    with wsfast.connect(first.url) as c:
+    with front.connect(first.url) as c:
         assert c.url == f"ws://127.0.0.1:{final.port}/x"
 
 
-def test_another_scheme_is_a_handshake_error(http_server):
+def test_another_scheme_is_a_handshake_error(front, http_server):
     srv = http_server(redirect(301, "ftp://127.0.0.1/"))
     with pytest.raises(HandshakeError) as info:
-        wsfast.connect(srv.url)
+        front.connect(srv.url)
     assert info.value.retryable is False and "ftp" in str(info.value)
 
 
-def test_max_redirects_bounds_the_chain(http_server):
+def test_max_redirects_bounds_the_chain(front, http_server):
     loop = http_server(lambda r: redirect(307, "/again")(r))
     with pytest.raises(HandshakeError) as info:
-        wsfast.connect(loop.url, max_redirects=3)
+        front.connect(loop.url, max_redirects=3)
     assert "too many redirects" in str(info.value)
     assert info.value.retryable is False
     assert len(loop.requests) == 4   # the first request and 3 redirects followed
 
 
-def test_max_redirects_zero_follows_none(http_server):
+def test_max_redirects_zero_follows_none(front, http_server):
     final = http_server(upgrade_ok)
     first = http_server(redirect(301, final.url))
     with pytest.raises(HandshakeError) as info:
-        wsfast.connect(first.url, max_redirects=0)
+        front.connect(first.url, max_redirects=0)
     assert info.value.status == 301 and info.value.details["location"] == final.url
     assert final.accepted == 0
 
 
-def test_the_default_follows_ten(http_server):
+def test_the_default_follows_ten(front, http_server):
     hops = []
 
     def respond(request):
         hops.append(1)
         return redirect(302, "/n")(request) if len(hops) <= 10 else upgrade_ok(request)
     srv = http_server(respond)
-    with wsfast.connect(srv.url):
+    with front.connect(srv.url):
         pass
     assert len(hops) == 11
 
 
-def test_a_denied_hop_opens_no_connection(http_server):
+def test_a_denied_hop_opens_no_connection(front, http_server):
     final = http_server(upgrade_ok)
     first = http_server(redirect(301, final.url + "admin"))
     policy = wsfast.Policy(wsfast.allow("websocket.connect"),
@@ -260,20 +263,20 @@ def test_a_denied_hop_opens_no_connection(http_server):
                            wsfast.deny("websocket.connect.url", final.url + "admin*"))
     with wsfast.policy_scope(policy):
         with pytest.raises(wsfast.PermissionDenied):
-            wsfast.connect(first.url)
+            front.connect(first.url)
     time.sleep(0.1)
     assert final.accepted == 0
     assert len(first.requests) == 1
 
 
-def test_a_hop_to_an_unlisted_host_is_denied(http_server):
+def test_a_hop_to_an_unlisted_host_is_denied(front, http_server):
     final = http_server(upgrade_ok)
     first = http_server(redirect(301, f"ws://localhost:{final.port}/"))
     policy = wsfast.Policy(wsfast.allow("websocket.connect"),
                            wsfast.allow("websocket.connect.url", "ws://127.0.0.1:*"))
     with wsfast.policy_scope(policy):
         with pytest.raises(wsfast.PermissionDenied):
-            wsfast.connect(first.url)
+            front.connect(first.url)
     assert final.accepted == 0
 
 
@@ -289,21 +292,21 @@ def tls():
     return server, client
 
 
-def test_wss_to_ws_is_refused(http_server, tls):
+def test_wss_to_ws_is_refused(front, http_server, tls):
     server_ctx, client_ctx = tls
     plain = http_server(upgrade_ok)
     secure = http_server(redirect(301, plain.url), tls=server_ctx)
     with pytest.raises(HandshakeError) as info:
-        wsfast.connect(secure.url, ssl=client_ctx)
+        front.connect(secure.url, ssl=client_ctx)
     assert info.value.retryable is False and "wss to ws" in str(info.value)
     assert plain.accepted == 0
 
 
-def test_ws_to_wss_is_followed(http_server, tls):
+def test_ws_to_wss_is_followed(front, http_server, tls):
     server_ctx, client_ctx = tls
     secure = http_server(upgrade_ok, tls=server_ctx)
     plain = http_server(redirect(301, secure.url))
-    with wsfast.connect(plain.url, ssl=client_ctx) as c:
+    with front.connect(plain.url, ssl=client_ctx) as c:
         assert c.url == secure.url
 
 
@@ -311,10 +314,10 @@ CREDENTIALS = {"Authorization": "Bearer s3cret", "Cookie": "session=1",
                "Proxy-Authorization": "Basic eDp5", "X-Trace": "t1"}
 
 
-def test_credentials_are_not_sent_to_another_origin(http_server):
+def test_credentials_are_not_sent_to_another_origin(front, http_server):
     other = http_server(upgrade_ok)
     first = http_server(redirect(302, other.url))   # another port: another origin
-    with wsfast.connect(first.url, headers=CREDENTIALS):
+    with front.connect(first.url, headers=CREDENTIALS):
         pass
     req = other.requests[0]
     assert header(first.requests[0], "Authorization") == "Bearer s3cret"
@@ -324,24 +327,24 @@ def test_credentials_are_not_sent_to_another_origin(http_server):
     assert header(req, "X-Trace") == "t1"   # other headers go on
 
 
-def test_credentials_stay_on_the_same_origin(http_server):
+def test_credentials_stay_on_the_same_origin(front, http_server):
     def respond(request):
         return redirect(302, "/two")(request) if request.startswith("GET / ") else upgrade_ok(request)
     srv = http_server(respond)
-    with wsfast.connect(srv.url, headers=CREDENTIALS):
+    with front.connect(srv.url, headers=CREDENTIALS):
         pass
     assert header(srv.requests[1], "Authorization") == "Bearer s3cret"
     assert header(srv.requests[1], "Cookie") == "session=1"
 
 
-def test_one_dial_timeout_covers_the_chain(http_server):
+def test_one_dial_timeout_covers_the_chain(front, http_server):
     def slow_loop(request):
         time.sleep(0.3)
         return redirect(307, "/again")(request)
     srv = http_server(slow_loop)
     start = time.monotonic()
     with pytest.raises(wsfast.Timeout):
-        wsfast.connect(srv.url, dial_timeout="1s")
+        front.connect(srv.url, dial_timeout="1s")
     took = time.monotonic() - start
     assert took < 1.6, took          # not 10 hops x 0.3 s
     assert len(srv.requests) <= 4
