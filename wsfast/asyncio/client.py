@@ -252,9 +252,16 @@ async def connect_with(url: str, opts: Options) -> Client:
             redirects.arrived(target)
             continue
         except asyncio.TimeoutError:
-            transport.abort()
+            _abandon(transport, conn)
             raise Timeout("dial timeout waiting for the HTTP upgrade response", url=target.url) from None
         except BaseException:
-            transport.abort()
+            _abandon(transport, conn)
             raise
         return Client(conn, proxy.display if proxy is not None else None)
+
+
+def _abandon(transport: asyncio.BaseTransport, conn: Connection) -> None:
+    """End a connection whose upgrade nobody waits for any more (a timeout, a cancel):
+    its handshake outcome, when it comes, is retrieved here, not logged as lost."""
+    transport.abort()
+    conn.handshake.add_done_callback(lambda f: f.cancelled() or f.exception())
