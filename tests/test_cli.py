@@ -66,6 +66,18 @@ def echo_server():
     server.stop()
 
 
+_CLIS: List[Cli] = []
+
+
+@pytest.fixture(autouse=True)
+def _clis_cleaned_up():
+    """Every Cli of a test ends with it: the process waited for, its pipes closed
+    (ResourceWarnings are errors)."""
+    yield
+    while _CLIS:
+        _CLIS.pop().cleanup()
+
+
 class Cli:
     """``python -m wsfast ...`` with stdout/stderr lines collected by threads."""
 
@@ -76,8 +88,24 @@ class Cli:
         self.err: queue.Queue = queue.Queue()
         self.out_lines: List[str] = []
         self.err_lines: List[str] = []
+        self._pumps = []
         for stream, q in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
-            threading.Thread(target=self._pump, args=(stream, q), daemon=True).start()
+            t = threading.Thread(target=self._pump, args=(stream, q), daemon=True)
+            t.start()
+            self._pumps.append(t)
+        _CLIS.append(self)
+
+    def cleanup(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        for t in self._pumps:
+            t.join(5)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                stream.close()
+            except (OSError, ValueError):
+                pass   # (stdin: a broken pipe flushing what the process never read)
 
     @staticmethod
     def _pump(stream, q: queue.Queue) -> None:
