@@ -1668,3 +1668,34 @@ def test_read_target_lets_the_caller_read_a_large_message_in_place(codec):
     got += parser.feed(data[pos:])
     assert [(m.type, m.data) for m in got] == [("binary", payload), ("text", "next")]
     assert pos == len(payload) + 10   # the whole payload was read in place, then feed took the rest
+
+
+# ---------------------------------------------------------------- what fuzzing and the sanitizers found
+# (docs/reliability.md). Each of these failed, on the path named, before its fix.
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY])
+@pytest.mark.parametrize("parts", [[b"", b"ab"], [b"", b"", b""], [b"a", b"", b"b"], [b"", b"", b"\xc3\xa9"]])
+def test_empty_fragments(codec, opcode, parts):
+    # make test-asan (UBSan) on the compiled path: an empty first fragment appended 0 bytes
+    # to the still unallocated reassembly buffer: memcpy(NULL, src, 0), undefined behaviour.
+    # Bound: no error, the message whole, well within the test's 10 s.
+    data = b"".join(parts)
+    r = run_bytes(codec, fragments(opcode, parts) + frame(OP_TEXT, b"next"))
+    want = data.decode() if opcode == OP_TEXT else data
+    assert r.error is None
+    assert r.messages == [("text" if opcode == OP_TEXT else "binary", want), ("text", "next")]
+
+
+@pytest.mark.timeout(10)
+@deflate_paths
+def test_empty_compressed_fragments(codec):
+    # the same through inflate: an empty deflated first fragment, and an empty message
+    c = ServerDeflater()
+    packed = c.compress(b"hello")
+    stream = (fragments(OP_BINARY, [b"", packed[:3], b"", packed[3:]], rsv1=True)
+              + frame(OP_TEXT, c.compress(b""), rsv1=True))
+    r = run_bytes(codec, stream, compressed=True)
+    assert r.error is None
+    assert r.messages == [("binary", b"hello"), ("text", "")]

@@ -472,6 +472,10 @@ cdef int _buf_reserve(ByteBuf *b, Py_ssize_t extra) except -1:
 
 
 cdef int _buf_append(ByteBuf *b, const uint8_t *src, Py_ssize_t n) except -1:
+    if n <= 0:
+        # an empty buffer's data is NULL, and memcpy wants valid pointers even for 0 bytes
+        # (C11 7.24.1; UBSan reported it for an empty first fragment)
+        return 0
     _buf_reserve(b, n)
     if n >= NOGIL_THRESHOLD:
         with nogil:
