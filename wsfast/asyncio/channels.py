@@ -120,7 +120,7 @@ class Channel:
     """
 
     __slots__ = ("_buf", "_cap", "_low", "_closed", "_recvq", "_sendq", "_refused",
-                 "_source", "_watch", "__weakref__")
+                 "_source", "_wake_at", "__weakref__")
 
     def __init__(self, capacity: int = 0) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral) \
@@ -134,9 +134,10 @@ class Channel:
         self._sendq: deque = deque()   # parked senders (no room, no receiver)
         self._refused = False          # an offer() left values out: resume the source
         self._source: Optional[Source] = None
-        # True whenever a take from the buffer has work to do (a sender is parked or
-        # the source is refused); may be stale-True, never stale-False.
-        self._watch = False
+        # A take that leaves len(buffer) <= _wake_at calls _took(): -1 when nothing
+        # waits for room, capacity - 1 with a parked sender, the low-water mark with a
+        # refused source. May be stale-high (a needless _took), never stale-low.
+        self._wake_at = -1
 
     # -- properties ---------------------------------------------------------------------
 
@@ -168,11 +169,12 @@ class Channel:
         Waits while the channel is empty; completes without suspending when a value is
         buffered. Cancelled while waiting, it takes nothing.
         """
+        buf = self._buf
         try:
-            value = self._buf.popleft()
+            value = buf.popleft()
         except IndexError:
             return await self._receive_wait()
-        if self._watch:
+        if len(buf) <= self._wake_at:
             self._took()
         return value, True
 
@@ -183,7 +185,7 @@ class Channel:
         buf = self._buf
         if buf:
             value = buf.popleft()
-            if self._watch:
+            if len(buf) <= self._wake_at:
                 self._took()
             return value, True
         if self._closed:
@@ -232,7 +234,8 @@ class Channel:
         return self._values()
 
     async def _values(self) -> AsyncIterator[Any]:
-        pop = self._buf.popleft   # the deque is never replaced
+        buf = self._buf   # the deque is never replaced
+        pop = buf.popleft
         while True:
             try:
                 value = pop()
@@ -241,19 +244,35 @@ class Channel:
                 if not ok:
                     return
             else:
-                if self._watch:
+                wake_at = self._wake_at
+                if wake_at >= 0 and len(buf) <= wake_at:
                     self._took()
             yield value
 
     def _took(self) -> None:
-        # A value left the buffer: let a parked sender into the room, resume a refused
-        # source at the low-water mark.
-        buf = self._buf
-        if self._sendq and len(buf) < self._cap:
+        # A take left len(buffer) <= _wake_at: let a parked sender into the room, resume a
+        # refused source at the low-water mark.
+        n = len(self._buf)
+        if self._sendq and n < self._cap:
             _wake(self._sendq)
-        if self._refused and len(buf) <= self._low and len(buf) < self._cap:
+        if self._refused and n <= self._low and n < self._cap:
             self._resume()   # (capacity 0: only a waiting receiver is room)
-        self._watch = bool(self._sendq) or self._refused
+        self._rewatch()
+
+    def _rewatch(self) -> None:
+        """Recompute _wake_at from the parked senders and the refused source."""
+        at = -1
+        if self._sendq:
+            at = self._cap - 1
+        if self._refused:
+            low = self._low if self._low < self._cap else self._cap - 1
+            if low > at:
+                at = low
+        self._wake_at = at
+
+    def _sender_parked(self) -> None:
+        if self._wake_at < self._cap - 1:
+            self._wake_at = self._cap - 1
 
     # -- send ---------------------------------------------------------------------------
 
@@ -298,7 +317,7 @@ class Channel:
                 sendq.appendleft(w)
             else:
                 sendq.append(w)
-            self._watch = True
+            self._sender_parked()
             try:
                 await fut
             except BaseException:
@@ -339,7 +358,7 @@ class Channel:
         source replaces the old one."""
         self._source = source
         self._refused = False
-        self._watch = bool(self._sendq)
+        self._rewatch()
 
     def offer(self, values: Sequence[Any], start: int = 0, *, overflow: bool = False) -> int:
         """Send ``values[start:]`` in order without waiting; return the index reached.
@@ -373,7 +392,7 @@ class Channel:
                 i = j
             if i < n:
                 self._refused = True
-                self._watch = True
+                self._rewatch()
         return i
 
     def _resume(self) -> None:
@@ -488,7 +507,7 @@ async def _select_wait(cases: Tuple[_Case, ...]) -> Selected:
                 ch = c.channel
                 w = _Waiter(fut, i)
                 ch._sendq.append(w)
-                ch._watch = True
+                ch._sender_parked()
                 waiters.append(w)
         try:
             await fut

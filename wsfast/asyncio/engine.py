@@ -62,9 +62,11 @@ class Connection(asyncio.BufferedProtocol):
         self._view = memoryview(self._buf)
         self.handshake: asyncio.Future = self._loop.create_future()
         self.ended = asyncio.Event()
+        self._lost = asyncio.Event()      # connection_lost ran: the transport is closed
         self.channel = Channel(options.channel_capacity)
         self.channel.set_source(self)
-        self._held: List[Any] = []        # messages the channel had no room for
+        self._held: List[Any] = []        # messages the channel had no room for: from
+        self._held_at = 0                 # _held[_held_at] on ([] once all are delivered)
         self._reading_paused = False
         self._user_closed = False         # close() was called: deliver only what fits
         self._writing_paused = False      # the transport's buffer is above its high-water mark
@@ -127,6 +129,7 @@ class Connection(asyncio.BufferedProtocol):
                 proto.connection_lost(exc)
         self._after_input([])
         self._finish()
+        self._lost.set()
         if self._drop_later is not None:
             self._drop_later.cancel()
         room, self._room = self._room, None
@@ -191,8 +194,16 @@ class Connection(asyncio.BufferedProtocol):
         if i < len(msgs):
             if self._user_closed:
                 return   # a closing consumer must not hold up the closing handshake
-            self._held = msgs[i:] if i else msgs
+            self._held = msgs
+            self._held_at = i
             self._pause_reading()
+
+    def _take_held(self) -> List[Any]:
+        """What is held, now no longer held."""
+        held, at = self._held, self._held_at
+        self._held = []
+        self._held_at = 0
+        return held[at:] if at else held
 
     def _pause_reading(self) -> None:
         if not self._reading_paused and self._transport is not None:
@@ -212,13 +223,16 @@ class Connection(asyncio.BufferedProtocol):
         """Channel source: room is back: hand over what is held, then read again."""
         held = self._held
         if held:
+            # offered from an index: the rest of a read is not copied at every resume
             try:
-                i = self.channel.offer(held)
+                i = self.channel.offer(held, self._held_at)
             except ChannelClosed:
                 i = len(held)
-            self._held = held[i:]
-            if self._held:
+            if i < len(held):
+                self._held_at = i
                 return
+            self._held = []
+            self._held_at = 0
         if self._reading_paused and self._proto.state is not CLOSED:
             self._reading_paused = False
             # reading resumes: the time spent waiting for the consumer is not silence
@@ -285,16 +299,23 @@ class Connection(asyncio.BufferedProtocol):
         self._write_now()
         if self._held:
             # what came before close() is delivered; reading goes on for the handshake
-            held, self._held = self._held, []
+            held = self._take_held()
             try:
                 self.channel.offer(held, overflow=True)
             except ChannelClosed:
                 pass
             self.resume()
         self._arm()
+        wait = self._options.close_timeout + 0.5
         try:
-            await asyncio.wait_for(self.ended.wait(), self._options.close_timeout + 0.5)
+            await asyncio.wait_for(self.ended.wait(), wait)
         except asyncio.TimeoutError:   # a safety net: the timer ends it at close_timeout
+            self._abort()
+        # then the end of TCP (the server closes first; _finish aborts after close_timeout),
+        # as the sync engine waits for its reader: nothing of the connection outlives close()
+        try:
+            await asyncio.wait_for(self._lost.wait(), wait)
+        except asyncio.TimeoutError:
             self._abort()
 
     def _abort(self) -> None:
@@ -388,7 +409,7 @@ class Connection(asyncio.BufferedProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = self._timer_at = None
-        held, self._held = self._held, []
+        held = self._take_held()
         if held:
             try:
                 self.channel.offer(held, overflow=True)
