@@ -6,6 +6,9 @@ in which case the package falls back to ``wsfast._codec_py`` at run time.
 The codec inflates permessage-deflate with zlib's C API when a test program with
 ``zlib.h`` compiles and links with ``-lz`` (Linux, macOS); otherwise (Windows, no zlib
 headers, or ``WSFAST_NO_CZLIB=1``) it uses Python's ``zlib`` module.
+
+``wsfast.asyncio._chaniter`` (the compiled ``async for`` of the asyncio channels) is built
+the same way; when it is missing, ``wsfast.asyncio.channels`` uses its pure-Python twin.
 """
 
 import os
@@ -65,14 +68,21 @@ def extensions():
     try:
         from Cython.Build import cythonize
     except ImportError:
+        exts = []
         if os.path.exists("wsfast/_codec.c"):
-            return [Extension("wsfast._codec", ["wsfast/_codec.c"], extra_compile_args=_cflags(),
-                              depends=["wsfast/_zshim.h"])]
-        sys.stderr.write("WARNING: Cython is not installed; installing the pure-Python codec.\n")
-        return []
+            exts.append(Extension("wsfast._codec", ["wsfast/_codec.c"], extra_compile_args=_cflags(),
+                                  depends=["wsfast/_zshim.h"]))
+        if os.path.exists("wsfast/asyncio/_chaniter.c"):
+            exts.append(Extension("wsfast.asyncio._chaniter", ["wsfast/asyncio/_chaniter.c"],
+                                  extra_compile_args=_cflags()))
+        if not exts:
+            sys.stderr.write("WARNING: Cython is not installed; installing the pure-Python codec.\n")
+        return exts
     return cythonize(
         [Extension("wsfast._codec", ["wsfast/_codec.pyx"], extra_compile_args=_cflags(),
-                   depends=["wsfast/_zshim.h"])],
+                   depends=["wsfast/_zshim.h"]),
+         Extension("wsfast.asyncio._chaniter", ["wsfast/asyncio/_chaniter.pyx"],
+                   extra_compile_args=_cflags())],
         compiler_directives={"language_level": "3"},
     )
 

@@ -22,8 +22,11 @@ Design: cancellation loses nothing, by construction.
   retries that case first (Go: the first case to become ready), and the others, in
   random order, only if that one is no longer ready.
 * Hot path: ``receive`` on a channel holding values is a ``popleft`` in a coroutine that
-  never suspends (no Future, no loop round trip); ``async for`` is an async generator
-  (no coroutine per value). ``offer`` is the batch hand-off of a protocol callback.
+  never suspends (no Future, no loop round trip); ``async for`` is a compiled iterator
+  (``_chaniter.Values``: a buffered value is returned from ``am_send`` with no coroutine,
+  frame or Future; the pure-Python twin is the async generator ``_values``). A take
+  does more than the pop only at ``_wake_at`` (a parked sender, or a refused source's
+  low-water mark). ``offer`` is the batch hand-off of a protocol callback.
 
 Not thread-safe: use a channel from its event loop's thread only (feed it from another
 thread through ``loop.call_soon_threadsafe``).
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import numbers
+import os
 import random
 import time
 import typing
@@ -50,6 +54,16 @@ _get_running_loop = asyncio.get_running_loop
 _random = random.random
 _CLOSED: Tuple[Any, bool] = (None, False)
 _DEFAULT = Selected(None, None, False, True)
+
+# The compiled ``async for`` iterator (wsfast/asyncio/_chaniter.pyx); without it, or with
+# WSFAST_PURE_PYTHON=1, the async generator ``Channel._values`` does the same in Python.
+_CValues: Any = None
+if os.environ.get("WSFAST_PURE_PYTHON", "") in ("", "0"):
+    try:
+        from ._chaniter import Values as _CValues
+    except ImportError:   # not built (no compiler, WSFAST_NO_EXTENSIONS=1)
+        pass
+ITER_COMPILED = _CValues is not None
 
 
 class Source(typing.Protocol):
@@ -229,11 +243,15 @@ class Channel:
         """``async for v in ch``: values until the channel is closed and drained.
 
         Each value is taken only when the loop gets it; ``break`` or a cancellation
-        leaves the rest in the channel.
+        leaves the rest in the channel. Compiled when the extension is built: a value
+        that is buffered is returned without a coroutine, frame or Future.
         """
+        if _CValues is not None:
+            return _CValues(self, self._buf)
         return self._values()
 
     async def _values(self) -> AsyncIterator[Any]:
+        # The pure-Python twin of _chaniter.Values.
         buf = self._buf   # the deque is never replaced
         pop = buf.popleft
         while True:

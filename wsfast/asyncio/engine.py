@@ -71,7 +71,7 @@ class Connection(asyncio.BufferedProtocol):
         self._user_closed = False         # close() was called: deliver only what fits
         self._writing_paused = False      # the transport's buffer is above its high-water mark
         self._room: Optional[asyncio.Future] = None   # senders waiting for resume_writing
-        self._flush_scheduled = False
+        self._pass_flush = False          # a flush at the end of this pass of the loop is due
         now = self._loop.time()
         self._last_recv = now             # when bytes last arrived (keepalive)
         self._last_data = now             # when data messages last arrived (read timeout)
@@ -247,27 +247,31 @@ class Connection(asyncio.BufferedProtocol):
     # ------------------------------------------------------------------ output
 
     def _write_now(self) -> None:
-        self._flush_scheduled = False
         data = self._proto.data_to_send()
         transport = self._transport
         if data and transport is not None and not transport.is_closing():
             transport.write(data)
 
-    def _schedule_flush(self) -> None:
-        # The frames queued in one pass of the loop go out in one write.
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._write_now)
+    def _end_of_pass(self) -> None:
+        self._pass_flush = False
+        if self._proto.output_size:
+            self._write_now()
 
     async def send(self, data: Any, opcode: Optional[int]) -> None:
         """Queue one message; wait while the transport's buffer is full (write_timeout).
-        Raises ConnectionClosed, Timeout, UnicodeEncodeError (a lone surrogate)."""
+        Raises ConnectionClosed, Timeout, UnicodeEncodeError (a lone surrogate).
+
+        The first send of a pass of the loop is written at once (a request/reply
+        exchange waits for no loop step); the ones that follow it in the same pass
+        are coalesced and go out in one write at the end of the pass (or at 64 KiB)."""
         proto = self._proto
         proto.send_message(data, opcode)
-        if proto.output_size >= 65536:
+        if not self._pass_flush:
+            self._pass_flush = True
+            self._loop.call_soon(self._end_of_pass)
             self._write_now()
-        else:
-            self._schedule_flush()
+        elif proto.output_size >= 65536:
+            self._write_now()
         if self._writing_paused:
             await self._wait_room()
 
