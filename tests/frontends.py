@@ -1,10 +1,11 @@
 """Both front ends behind the sync API, so that one test runs on each (parametrise, do not copy).
 
-``FRONT_ENDS["sync"]`` is the ``wsfast`` module itself. ``FRONT_ENDS["asyncio"]`` (and
-``["uvloop"]``) run ``wsfast.asyncio`` on an event loop of their own in a thread, and
-show it through the sync client's surface: ``connect(...)`` returns an object with
+``make("sync")`` calls ``wsfast`` itself. ``make("asyncio")`` (and ``make("uvloop")``)
+run ``wsfast.asyncio`` on an event loop of their own in a thread, and show it through
+the sync client's surface: ``connect(...)`` returns an object with
 ``send``, ``ping``, ``close``, ``channel().receive(timeout)``, the same attributes and
-the same errors. Each call runs as a task on that loop, in a copy of the caller's
+the same errors; ``reconnecting(...)`` an iterator of such clients with ``close()``.
+Each call runs as a task on that loop, in a copy of the caller's
 context, so a policy scope of the calling thread applies as it would in a task. A
 ``receive`` with a timeout is ``asyncio.wait_for`` on the channel, which the asyncio
 front end promises loses nothing when it expires (Timeout, as the sync channel raises).
@@ -83,8 +84,13 @@ class AsyncChannel:
     def receive(self, timeout: Optional[float] = None) -> tuple:
         """As ``wsfast.Channel.receive``: raises wsfast.Timeout when ``timeout`` expires."""
         async def receive() -> tuple:
+            ready = self._ch.try_receive()   # (a value, or the end, at once: as timeout=0 polls)
+            if ready is not None:
+                return ready
             if timeout is None:
                 return await self._ch.receive()
+            if timeout <= 0:
+                raise wsfast.Timeout("channel receive timed out after 0s")
             try:
                 return await asyncio.wait_for(self._ch.receive(), timeout)
             except asyncio.TimeoutError:
@@ -93,6 +99,9 @@ class AsyncChannel:
 
     def try_receive(self) -> Optional[tuple]:
         return self._lt.get(self._ch.try_receive)
+
+    def close(self) -> None:
+        self._lt.get(self._ch.close)
 
     def __iter__(self):
         while True:
@@ -144,6 +153,38 @@ class AsyncClient:
             pass
 
 
+class AsyncReconnecting:
+    """A ``wsfast.asyncio.Reconnecting`` seen through the sync iterator's surface: each
+    ``next()`` is one ``__anext__`` on the loop; ``close()`` may come from any thread."""
+
+    def __init__(self, lt: LoopThread, stream: Any) -> None:
+        self._lt = lt
+        self._stream = stream
+
+    def __iter__(self) -> AsyncReconnecting:
+        return self
+
+    def __next__(self) -> AsyncClient:
+        try:
+            client = self._lt.run(lambda: self._stream.__anext__())
+        except StopAsyncIteration:
+            raise StopIteration from None
+        return AsyncClient(self._lt, client)
+
+    def close(self) -> None:
+        self._lt.get(self._stream.close)
+
+    @property
+    def failures(self) -> list:
+        return self._lt.get(lambda: list(self._stream.failures))
+
+    def __enter__(self) -> AsyncReconnecting:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._lt.run(self._stream.aclose)
+
+
 class AsyncFrontEnd:
     """``connect`` of ``wsfast.asyncio`` on a loop thread, called like ``wsfast.connect``."""
 
@@ -156,6 +197,9 @@ class AsyncFrontEnd:
             return await wsa.connect(url, options, **kwargs)
         return AsyncClient(self.lt, self.lt.run(connect))
 
+    def reconnecting(self, url: str, options: Any = None, /, **kwargs: Any) -> AsyncReconnecting:
+        return AsyncReconnecting(self.lt, wsa.reconnecting(url, options, **kwargs))
+
     def close(self) -> None:
         self.lt.stop()
 
@@ -166,6 +210,10 @@ class SyncFrontEnd:
     @staticmethod
     def connect(url: str, options: Any = None, /, **kwargs: Any) -> wsfast.Client:
         return wsfast.connect(url, options, **kwargs)
+
+    @staticmethod
+    def reconnecting(url: str, options: Any = None, /, **kwargs: Any) -> wsfast.Reconnecting:
+        return wsfast.reconnecting(url, options, **kwargs)
 
     def close(self) -> None:
         pass

@@ -4,6 +4,10 @@ sans-I/O Backoff with a pinned random source.
 The servers here are scripted on raw sockets and take connection after connection
 (conftest's raw_server takes one); every wait is bounded, and an autouse fixture fails a
 test that leaves a thread or a socket behind.
+
+The tests against servers take the ``front`` fixture (conftest.py): each runs on
+``wsfast.reconnecting`` and on ``wsfast.asyncio.reconnecting`` (tests/frontends.py), but
+for those on leaving a sync ``for`` loop, which an async iterator is not told of.
 """
 
 from __future__ import annotations
@@ -197,19 +201,19 @@ def _drain(client: wsfast.Client) -> list:
 
 # ---------------------------------------------------------------------- reconnect storms
 
-def test_a_server_that_accepts_and_drops_sees_a_handful_of_reconnects_per_second(server):
+def test_a_server_that_accepts_and_drops_sees_a_handful_of_reconnects_per_second(front, server):
     srv = server(accept_and_drop)
     # the control: dialling in a loop, this server takes hundreds of connections a second
     t0 = time.monotonic()
     while time.monotonic() - t0 < 0.5:
-        with wsfast.connect(srv.url) as client:
+        with front.connect(srv.url) as client:
             _drain(client)
     control = len(srv.accepts)
     assert control >= 25, control
 
     n0 = len(srv.accepts)
     t0 = time.monotonic()
-    it = reconnecting(srv.url, backoff_min="100ms")
+    it = front.reconnecting(srv.url, backoff_min="100ms")
     closer = _close_later(it, 2.0)
     for client in it:
         _drain(client)   # the server drops it at once
@@ -259,7 +263,7 @@ def test_the_lifetime_rule_uses_the_time_between_yield_and_next(server):
 
 # ---------------------------------------------------------------------- refusals
 
-def test_a_503_with_retry_after_is_retried_after_it(server):
+def test_a_503_with_retry_after_is_retried_after_it(front, server):
     def handler(conn: socket.socket, i: int) -> Optional[int]:
         if i == 0:
             refuse(conn, "503 Service Unavailable", "Retry-After: 1\r\n")
@@ -267,7 +271,7 @@ def test_a_503_with_retry_after_is_retried_after_it(server):
         return hold_until_close(conn, i)
 
     srv = server(handler)
-    with reconnecting(srv.url, backoff_min="10ms") as it:
+    with front.reconnecting(srv.url, backoff_min="10ms") as it:
         client = next(it)
         client.close()
         # the refusal that was retried is there for logging
@@ -276,7 +280,7 @@ def test_a_503_with_retry_after_is_retried_after_it(server):
     assert 1.0 <= gap < 1.5, gap        # the jitter alone would be under 10 ms
 
 
-def test_retry_after_is_capped_at_backoff_max(server):
+def test_retry_after_is_capped_at_backoff_max(front, server):
     def handler(conn: socket.socket, i: int) -> Optional[int]:
         if i == 0:
             refuse(conn, "429 Too Many Requests", "Retry-After: 120\r\n")
@@ -284,15 +288,15 @@ def test_retry_after_is_capped_at_backoff_max(server):
         return hold_until_close(conn, i)
 
     srv = server(handler)
-    with reconnecting(srv.url, backoff_min="10ms", backoff_max="300ms") as it:
+    with front.reconnecting(srv.url, backoff_min="10ms", backoff_max="300ms") as it:
         next(it).close()
     gap = srv.accepts[1] - srv.accepts[0]
     assert 0.3 <= gap < 0.8, gap
 
 
-def test_a_4xx_refusal_is_raised_at_once(server):
+def test_a_4xx_refusal_is_raised_at_once(front, server):
     srv = server(lambda conn, i: refuse(conn, "403 Forbidden"))
-    it = reconnecting(srv.url, backoff_min="10ms")
+    it = front.reconnecting(srv.url, backoff_min="10ms")
     t0 = time.monotonic()
     with pytest.raises(HandshakeError) as info:
         next(it)
@@ -304,10 +308,10 @@ def test_a_4xx_refusal_is_raised_at_once(server):
     assert len(srv.accepts) == 1
 
 
-def test_permission_denied_is_raised_at_once_and_no_connection_is_made(server):
+def test_permission_denied_is_raised_at_once_and_no_connection_is_made(front, server):
     srv = server(hold_until_close)
     with wsfast.policy_scope(wsfast.deny("websocket.connect.url", f"ws://127.0.0.1:{srv.port}/*")):
-        it = reconnecting(srv.url)
+        it = front.reconnecting(srv.url)
         t0 = time.monotonic()
         with pytest.raises(PermissionDenied):
             next(it)
@@ -316,9 +320,9 @@ def test_permission_denied_is_raised_at_once_and_no_connection_is_made(server):
     assert srv.accepts == []
 
 
-def test_the_policy_in_force_in_the_iterating_thread_is_checked_on_every_attempt(server):
+def test_the_policy_in_force_in_the_iterating_thread_is_checked_on_every_attempt(front, server):
     srv = server(hold_until_close)
-    it = reconnecting(srv.url, backoff_min="10ms")
+    it = front.reconnecting(srv.url, backoff_min="10ms")
     first = next(it)
     assert not first.closed
     with wsfast.policy_scope(wsfast.deny("websocket.connect")):
@@ -344,25 +348,26 @@ def test_the_policy_in_force_in_the_iterating_thread_is_checked_on_every_attempt
     ({"dial_timeout": -1}, "dial_timeout"),
     ({"backof_min": "1s"}, "backof_min"),
 ])
-def test_an_invalid_option_is_raised_at_once(server, kwargs, name):
+def test_an_invalid_option_is_raised_at_once(front, server, kwargs, name):
     srv = server(hold_until_close)
     with pytest.raises(InvalidOption) as info:
-        reconnecting(srv.url, **kwargs)
+        front.reconnecting(srv.url, **kwargs)
     assert info.value.details.get("option") == name, info.value
     time.sleep(0.05)
     assert srv.accepts == []
 
 
-def test_a_bad_url_is_raised_by_reconnecting_itself():
+def test_a_bad_url_is_raised_by_reconnecting_itself(front):
     with pytest.raises(InvalidOption):
-        reconnecting("http://127.0.0.1:1/")
+        front.reconnecting("http://127.0.0.1:1/")
 
 
-def test_max_attempts_against_a_closed_port_raises_the_last_error_after_exactly_n(monkeypatch):
+def test_max_attempts_against_a_closed_port_raises_the_last_error_after_exactly_n(front, monkeypatch):
+    import wsfast.asyncio.reconnect as async_module
     import wsfast.reconnect as module
 
     raised: list = []
-    real = module.connect_with
+    real = module.connect_with if front.name == "sync" else async_module.connect_with
 
     def counting(url, opts, cancel=None):
         try:
@@ -371,8 +376,18 @@ def test_max_attempts_against_a_closed_port_raises_the_last_error_after_exactly_
             raised.append(exc)
             raise
 
-    monkeypatch.setattr(module, "connect_with", counting)
-    it = reconnecting(f"ws://127.0.0.1:{_closed_port()}/", max_attempts=4, backoff_min="1ms")
+    async def async_counting(url, opts):
+        try:
+            return await real(url, opts)
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+
+    if front.name == "sync":
+        monkeypatch.setattr(module, "connect_with", counting)
+    else:
+        monkeypatch.setattr(async_module, "connect_with", async_counting)
+    it = front.reconnecting(f"ws://127.0.0.1:{_closed_port()}/", max_attempts=4, backoff_min="1ms")
     with pytest.raises(ConnectError) as info:
         next(it)
     assert len(raised) == 4
@@ -382,9 +397,9 @@ def test_max_attempts_against_a_closed_port_raises_the_last_error_after_exactly_
 
 # ---------------------------------------------------------------------- close()
 
-def test_close_from_another_thread_ends_a_long_delay_promptly(server):
+def test_close_from_another_thread_ends_a_long_delay_promptly(front, server):
     srv = server(lambda conn, i: refuse(conn, "503 Service Unavailable", "Retry-After: 30\r\n"))
-    it = reconnecting(srv.url, backoff_max="60s")
+    it = front.reconnecting(srv.url, backoff_max="60s")
     closer = threading.Thread(
         target=lambda: (srv.accepted.wait(5), time.sleep(0.2), it.close()), name="test-closer")
     closer.start()
@@ -398,8 +413,8 @@ def test_close_from_another_thread_ends_a_long_delay_promptly(server):
         next(it)
 
 
-def test_close_from_another_thread_cancels_an_attempt_to_a_black_hole(black_hole):
-    it = reconnecting(f"ws://127.0.0.1:{black_hole}/", dial_timeout="30s")
+def test_close_from_another_thread_cancels_an_attempt_to_a_black_hole(front, black_hole):
+    it = front.reconnecting(f"ws://127.0.0.1:{black_hole}/", dial_timeout="30s")
     closer = _close_later(it, 0.3)
     t0 = time.monotonic()
     with pytest.raises(StopIteration):
@@ -408,13 +423,13 @@ def test_close_from_another_thread_cancels_an_attempt_to_a_black_hole(black_hole
     assert time.monotonic() - t0 < 1.5
 
 
-def test_close_from_another_thread_cancels_an_upgrade_the_server_never_answers(server):
+def test_close_from_another_thread_cancels_an_upgrade_the_server_never_answers(front, server):
     def silent(conn: socket.socket, i: int) -> bytes:
         read_request(conn)
         return conn.recv(1)        # b"" once the client's socket is shut down
 
     srv = server(silent)
-    it = reconnecting(srv.url, dial_timeout="30s")
+    it = front.reconnecting(srv.url, dial_timeout="30s")
     closer = threading.Thread(
         target=lambda: (srv.accepted.wait(5), time.sleep(0.2), it.close()), name="test-closer")
     closer.start()
@@ -429,9 +444,9 @@ def test_close_from_another_thread_cancels_an_upgrade_the_server_never_answers(s
     assert srv.results == [b""] and len(srv.accepts) == 1
 
 
-def test_close_from_another_thread_closes_the_current_client_and_ends_the_loop(server):
+def test_close_from_another_thread_closes_the_current_client_and_ends_the_loop(front, server):
     srv = server(hold_until_close)
-    it = reconnecting(srv.url)
+    it = front.reconnecting(srv.url)
     clients = []
     closer = None
     for client in it:
@@ -490,7 +505,7 @@ def test_dropping_the_iterator_closes_the_current_client(server):
     assert srv.results == [1000]
 
 
-def test_against_a_websockets_server_with_compression(ws_server):
+def test_against_a_websockets_server_with_compression(front, ws_server):
     closes: list = []
 
     def handler(ws) -> None:
@@ -500,7 +515,7 @@ def test_against_a_websockets_server_with_compression(ws_server):
 
     srv = ws_server(handler)
     got = []
-    with reconnecting(srv.url, compression=wsfast.COMPRESSION.CONTEXT_TAKEOVER) as it:
+    with front.reconnecting(srv.url, compression=wsfast.COMPRESSION.CONTEXT_TAKEOVER) as it:
         for client in it:
             assert client.extensions is not None and "permessage-deflate" in client.extensions
             client.send("x" * 1000 + str(len(got)))
@@ -522,7 +537,7 @@ def _payload(gen: int, i: int) -> str:
     return head + "abcdefghij"[i % 10] * max(0, size - len(head))
 
 
-def test_a_numbered_stream_across_server_restarts_arrives_whole_and_in_order():
+def test_a_numbered_stream_across_server_restarts_arrives_whole_and_in_order(front):
     """Three server lives on one port, each streaming 200 numbered messages to the
     connection that subscribed, then dying (no close frame; the port refuses while down)."""
     gens, count = 3, 200
@@ -570,7 +585,7 @@ def test_a_numbered_stream_across_server_restarts_arrives_whole_and_in_order():
     thread.start()
     got: list = []
     try:
-        with reconnecting(f"ws://127.0.0.1:{port}/", backoff_min="20ms", backoff_max="200ms") as it:
+        with front.reconnecting(f"ws://127.0.0.1:{port}/", backoff_min="20ms", backoff_max="200ms") as it:
             for client in it:
                 client.send("subscribe")        # resubscribe on every connection
                 got.append(_drain(client))
