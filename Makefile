@@ -16,10 +16,13 @@ $(STAMP): $(PY) pyproject.toml setup.py wsfast/_codec.pyx wsfast/_zshim.h
 	$(PY) -m pip install -q -e ".[test,bench]"
 	touch $(STAMP)
 
-# The whole suite on the compiled codec, then again on the pure-Python codec.
+# The whole suite on the compiled codec, then again on the pure-Python codec (without the
+# slow tests). The slow ones (the long Autobahn groups of each front end, ...) run on two
+# pytest-xdist workers, one per front end's Autobahn group: side by side on two cores.
 test: $(STAMP)
 	$(PY) -c "import wsfast.codec as c; assert c.COMPILED, 'the compiled codec did not build'"
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -m "not slow"
+	$(PY) -m pytest tests -q -m slow -n 2 --dist loadgroup
 	WSFAST_PURE_PYTHON=1 $(PY) -m pytest tests -q -m "not slow"
 
 # Everyday run: skips the tests marked slow (the long Autobahn groups, the 100,000-message

@@ -109,8 +109,11 @@ async def _run(cases: list, front_end: str) -> list:
     return results
 
 
-@pytest.fixture(params=["sync", "asyncio"])
+@pytest.fixture(params=[pytest.param("sync", marks=pytest.mark.xdist_group("autobahn-sync")),
+                        pytest.param("asyncio", marks=pytest.mark.xdist_group("autobahn-asyncio"))])
 def front_end(request):
+    """The echo client's front end. Each one's cases stay in one xdist worker, so that
+    ``make test`` runs the two long groups side by side, one per core."""
     return request.param
 
 
