@@ -295,9 +295,19 @@ class Engine:
                 except Error:
                     pass   # the reader thread sees the broken socket and ends the connection
         self._wake_reader()   # it times close_timeout, then drops the connection
+        end = time.monotonic() + self._options.close_timeout + 0.5
         if not self._ended.wait(self._options.close_timeout + 0.5):
             self._abort()     # a safety net: the reader thread ends it at close_timeout
             self._ended.wait(0.5)
+        # The server's FIN too (RFC 6455 §7.1.1; the reader thread waits for it until the
+        # closing handshake's close_timeout is over): once close() returns, the socket is
+        # closed and the reader thread gone.
+        reader = self._reader
+        if reader is not threading.current_thread():
+            reader.join(max(0.0, end - time.monotonic()))
+            if reader.is_alive():
+                self._abort()   # (a safety net, as above)
+                reader.join(0.5)
 
     def _write_locked(self) -> None:
         """Write what the Protocol has to send, now (non-blocking); the rest goes to the
@@ -736,10 +746,14 @@ class Engine:
 
     def _drain(self) -> None:
         """After the closing handshake: wait (bounded) for the server to end the TCP
-        stream (RFC 6455 §7.1.1), discarding what it still sends."""
+        stream (RFC 6455 §7.1.1), discarding what it still sends; until the closing
+        handshake's deadline when this side began it (one close_timeout for the close
+        frame and the FIN), else close_timeout from now."""
         poller = _Poll()
         poller.register(self._sock.fileno(), _IN)
-        deadline = time.monotonic() + self._options.close_timeout
+        deadline = self._close_deadline
+        if deadline is None:
+            deadline = time.monotonic() + self._options.close_timeout
         buf = bytearray(65536)
         with self._rlock:
             while True:

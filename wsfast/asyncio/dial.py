@@ -51,10 +51,12 @@ async def _resolve(peer: Peer, deadline: Optional[float]) -> list:
     except socket.gaierror:
         pass
     name = f"{peer.label}{peer.host}"
+    # (every bound is taken before its coroutine is made: a Timeout from _left must not
+    # leave a coroutine that is never awaited)
+    left = _left(deadline, peer.target, f"the DNS lookup of {name}")
     try:
         return await asyncio.wait_for(
-            loop.getaddrinfo(peer.host, peer.port, type=socket.SOCK_STREAM),
-            _left(deadline, peer.target, f"the DNS lookup of {name}"))
+            loop.getaddrinfo(peer.host, peer.port, type=socket.SOCK_STREAM), left)
     except asyncio.TimeoutError:
         raise Timeout(f"dial timeout during the DNS lookup of {name}", url=peer.target.url,
                       proxy=peer.proxy) from None
@@ -155,11 +157,11 @@ async def _https_tunnel(target: Target, options: Options, deadline: Optional[flo
     sock = await _connect_tcp(peer, await _resolve(peer, deadline), deadline)
     what = "the TLS handshake with the proxy"
     try:
+        left = _left(deadline, target, what)
         transport, reader = await asyncio.wait_for(
             loop.create_connection(lambda: _ProxyAnswer(TunnelAnswer(target, proxy)), sock=sock,
                                    ssl=options.proxy_ssl or default_context(),
-                                   server_hostname=proxy.server_hostname or proxy.host),
-            _left(deadline, target, what))
+                                   server_hostname=proxy.server_hostname or proxy.host), left)
     except BaseException as exc:
         sock.close()
         raise _tls_error(exc, target, what, proxy.display) from None
@@ -183,10 +185,10 @@ async def _https_tunnel(target: Target, options: Options, deadline: Optional[flo
             return transport, conn
         what = "the TLS handshake"
         try:
+            left = _left(deadline, target, what)
             inner = await asyncio.wait_for(
                 loop.start_tls(transport, conn, options.ssl or default_context(),
-                               server_hostname=target.server_hostname or target.host),
-                _left(deadline, target, what))
+                               server_hostname=target.server_hostname or target.host), left)
         except TypeError as exc:
             _forget(conn)
             if isinstance(exc.__context__, OSError):
@@ -254,9 +256,9 @@ async def dial(target: Target, options: Options, deadline: Optional[float],
         hostname = target.server_hostname or target.host
     what = "the TLS handshake" if tls else "the connection"
     try:
+        left = _left(deadline, target, what)
         return await asyncio.wait_for(
-            loop.create_connection(protocol_factory, sock=sock, ssl=tls, server_hostname=hostname),
-            _left(deadline, target, what))
+            loop.create_connection(protocol_factory, sock=sock, ssl=tls, server_hostname=hostname), left)
     except BaseException as exc:
         sock.close()
         raise _tls_error(exc, target, what, None if proxy is None else proxy.display) from None
