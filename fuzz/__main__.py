@@ -31,8 +31,9 @@ from fuzz import TARGETS, native
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_LEN = {"frames": 4096, "http": 4096, "urls": 512, "options": 8192}
-_STATUS = re.compile(r"^#(\d+)\s+(?:INITED|NEW|REDUCE|pulse|DONE|RELOAD)\s+cov: (\d+) ft: (\d+) corp: (\d+)/",
-                     re.M)
+# "cov:" and "ft:" are missing when libFuzzer gets no coverage (gcc's sanitizer runtimes preloaded)
+_STATUS = re.compile(r"^#(\d+)\s+(?:INITED|NEW|REDUCE|pulse|DONE|RELOAD)\s+(?:cov: (\d+) ft: (\d+) )?"
+                     r"corp: (\d+)/", re.M)
 _STAT = re.compile(r"^stat::(\w+):\s+(\d+)", re.M)
 
 
@@ -42,7 +43,8 @@ def parse_log(text: str) -> dict:
     rows = _STATUS.findall(text)
     if rows:
         n, cov, ft, corp = rows[-1]
-        figures.update(executions=int(n), coverage=int(cov), features=int(ft), corpus=int(corp))
+        figures.update(executions=int(n), coverage=int(cov) if cov else None,
+                       features=int(ft) if ft else None, corpus=int(corp))
     stats = dict(_STAT.findall(text))
     if "number_of_executed_units" in stats:
         figures["executions"] = int(stats["number_of_executed_units"])

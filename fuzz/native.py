@@ -11,6 +11,7 @@ libFuzzer's and ASan's symbols from the process: the runner preloads the
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -59,6 +60,13 @@ def build(log=sys.stderr) -> Tuple[Optional[Path], str]:
         digest.update(str(path.relative_to(ROOT)).encode())
         digest.update(path.read_bytes())
     out = ROOT / "build" / "fuzz" / f"native-{digest.hexdigest()[:16]}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / "native.lock", "w") as lock:   # one build at a time (parallel runs)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(out, clang, log)
+
+
+def _build(out: Path, clang: str, log) -> Tuple[Optional[Path], str]:
     site = out / "site"
     if list(site.glob("wsfast/_codec*.so")):
         return site, f"instrumented extension (cached): {site}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ssl
+import time
 from datetime import timedelta
 
 import pytest
@@ -313,3 +314,36 @@ def test_protocols():
 def test_invalid_protocols_rejected(bad):
     with pytest.raises(InvalidOption, match="protocols"):
         parse_options(None, {"protocols": bad})
+
+
+# What the fuzzing work found (docs/reliability.md); each failed before its fix.
+
+@pytest.mark.timeout(10)
+def test_durations_with_thousands_of_digits():
+    # int() refuses more than 4,300 digits: that was a ValueError, not an InvalidOption
+    start = time.perf_counter()
+    for text in ("1" * 5000 + "s", "9" * 20 + "ns", "1" * 4301 + ".5h"):
+        with pytest.raises(InvalidOption, match="too large"):
+            parse_duration(text, "dial_timeout")
+    assert parse_duration("0" * 5000 + "1s", "dial_timeout") == 1.0
+    assert parse_duration("1." + "0" * 5000 + "s", "dial_timeout") == 1.0
+    assert parse_duration("0." + "9" * 5000 + "s", "dial_timeout") == 0.999999999   # truncated
+    assert parse_duration("0." + "0" * 4999 + "1h", "dial_timeout") is None          # under 1 ns
+    assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("text", ["ms" * 40 + "x", "ms" * 40, "m" * 5000, "s" * 5000 + "1", ".ms"])
+def test_units_without_numbers_fail_at_once(text):
+    # the number of each part was optional in the pattern, so "msms...x" backtracked 2^n
+    # ways ("ms" or "m" + "s" at every pair): 2.4 s for 20 pairs before the fix
+    start = time.perf_counter()
+    with pytest.raises(InvalidOption, match="invalid duration"):
+        parse_duration(text, "dial_timeout")
+    assert time.perf_counter() - start < 0.5
+
+
+def test_long_durations_are_shortened_in_the_error():
+    with pytest.raises(InvalidOption) as info:
+        parse_duration("1" * 5000 + "x", "dial_timeout")
+    assert len(str(info.value)) < 200

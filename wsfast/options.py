@@ -10,6 +10,7 @@ taken as is, and 0 means "no timeout".
 from __future__ import annotations
 
 import datetime
+import decimal
 import math
 import numbers
 import re
@@ -45,8 +46,11 @@ _UNIT_NS = {
     "ns": 1, "us": 1_000, "\u00b5s": 1_000, "\u03bcs": 1_000, "ms": 1_000_000,
     "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000,
 }
-_DURATION_PART = r"([0-9]*)(?:\.([0-9]*))?(ns|us|\u00b5s|\u03bcs|ms|s|m|h)"
-_DURATION = re.compile(r"([+-]?)((?:" + _DURATION_PART + r")+)")
+_UNITS = r"(ns|us|\u00b5s|\u03bcs|ms|s|m|h)"
+_DURATION_PART = r"([0-9]*)(?:\.([0-9]*))?" + _UNITS
+# Every part starts with a digit or a dot: were the number optional, "msms...x" could be
+# split into "ms" or "m" + "s" at every pair, and fullmatch would backtrack 2^n ways.
+_DURATION = re.compile(r"([+-]?)((?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)" + _UNITS + r")+)")
 _DURATION_PARTS = re.compile(_DURATION_PART)
 
 
@@ -58,22 +62,32 @@ def _parse_go_duration(text: str, name: str) -> int:
     """Nanoseconds in a Go duration string (sign already allowed, units required)."""
     if text in ("0", "+0", "-0"):
         return 0
+    shown = text if len(text) <= 40 else text[:37] + "..."
     m = _DURATION.fullmatch(text)
     if m is None:
-        raise _invalid(name, f"invalid duration {text!r} (examples: '300ms', '1.5s', '1m30s')")
+        raise _invalid(name, f"invalid duration {shown!r} (examples: '300ms', '1.5s', '1m30s')")
     total = 0
     for whole, frac, unit in _DURATION_PARTS.findall(m.group(2)):
         if not whole and not frac:
-            raise _invalid(name, f"invalid duration {text!r}")
+            raise _invalid(name, f"invalid duration {shown!r}")
         scale = _UNIT_NS[unit]
+        whole = whole.lstrip("0")
+        if len(whole) > 19:
+            # 10**19 ns is beyond Go's range whatever the unit; and int() refuses strings of
+            # more than 4,300 digits (a ValueError, not InvalidOption: seen writing fuzz/options.py)
+            raise _invalid(name, f"duration {shown!r} is too large")
         total += int(whole or "0") * scale
+        frac = frac.rstrip("0")
         if frac:
-            # Exact integer arithmetic, truncated to whole nanoseconds like Go.
-            total += int(frac) * scale // 10 ** len(frac)
+            # Exact, truncated to whole nanoseconds like Go: with this precision the Decimal
+            # product is exact, and Decimal has no limit on the digits of a string.
+            with decimal.localcontext() as ctx:
+                ctx.prec = len(frac) + 20
+                total += int(decimal.Decimal("0." + frac) * scale)
         if total > _MAX_NS:
-            raise _invalid(name, f"duration {text!r} is too large")
+            raise _invalid(name, f"duration {shown!r} is too large")
     if m.group(1) == "-" and total:
-        raise _invalid(name, f"duration {text!r} is negative")
+        raise _invalid(name, f"duration {shown!r} is negative")
     return total
 
 
