@@ -113,7 +113,7 @@ def main(argv=None) -> int:
             if seeds.is_dir():
                 cmd.append(str(seeds))
             cmd += [f"-max_total_time={max(1, int(round(seconds)))}", f"-max_len={MAX_LEN[name]}",
-                    "-timeout=20", "-rss_limit_mb=2048", "-print_final_stats=1",
+                    "-timeout=60", "-rss_limit_mb=2048", "-print_final_stats=1",
                     f"-artifact_prefix={artifacts}/", *extra]
             log = open(logs / f"{name}.log", "w")
             before = set(os.listdir(artifacts))

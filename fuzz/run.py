@@ -10,6 +10,7 @@ once per target; it can also be run by hand, e.g. to replay a crash file::
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import sys
 
@@ -29,7 +30,21 @@ def main(argv: list) -> None:
     native = getattr(sys.modules.get("wsfast._codec"), "__file__", None)
     print(f"fuzz: target {name}; codec {'compiled' if codec.COMPILED else 'pure Python'}"
           f" ({native or 'extension not loaded'})", file=sys.stderr, flush=True)
-    atheris.Setup([argv[0]] + argv[2:], module.one_input)
+    prefix = next((a.split("=", 1)[1] for a in argv if a.startswith("-artifact_prefix=")), "./")
+
+    def one_input(data: bytes) -> None:
+        try:
+            module.one_input(data)
+        except BaseException:
+            # saved before libFuzzer's own crash path, which can die on the way (a slow
+            # symbolizer under load ran into the -timeout alarm once, and no unit was written)
+            path = f"{prefix}finding-{hashlib.sha1(data).hexdigest()}"
+            with open(path, "wb") as f:
+                f.write(data)
+            print(f"fuzz: the input is saved in {path}", file=sys.stderr, flush=True)
+            raise
+
+    atheris.Setup([argv[0]] + argv[2:], one_input)
     atheris.Fuzz()
 
 
