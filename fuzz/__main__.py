@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from fuzz import TARGETS, native
+from fuzz import NATIVE_TARGETS, TARGETS, native
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_LEN = {"frames": 4096, "http": 4096, "urls": 512, "options": 8192}
@@ -79,9 +79,11 @@ def main(argv=None) -> int:
     env = dict(os.environ)
     # the checkout last: a wsfast already on PYTHONPATH (fuzz/asan.sh's build) comes first
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(ROOT)]))
+    plain_env = dict(env)
     instrumented = False
-    if args.native == "off":
-        how = "not instrumented (--native off): Python coverage only"
+    if args.native == "off" or not set(targets) & set(NATIVE_TARGETS):
+        how = ("not instrumented (--native off): Python coverage only" if args.native == "off"
+               else "not needed by these targets")
     else:
         site, how = native.build()
         if site is None:
@@ -117,7 +119,8 @@ def main(argv=None) -> int:
                     f"-artifact_prefix={artifacts}/", *extra]
             log = open(logs / f"{name}.log", "w")
             before = set(os.listdir(artifacts))
-            proc = subprocess.Popen(cmd, cwd=out, env=env, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(cmd, cwd=out, env=env if name in NATIVE_TARGETS else plain_env,
+                                    stdout=log, stderr=subprocess.STDOUT)
             running[name] = (proc, log, before, artifacts, time.monotonic())
             print(f"fuzz: {name}: {seconds:g} s, log {logs / (name + '.log')}", file=sys.stderr, flush=True)
         time.sleep(0.2)
@@ -130,7 +133,8 @@ def main(argv=None) -> int:
             new = sorted(set(os.listdir(artifacts)) - before)
             figures = parse_log(text)
             figures.update(seconds=round(time.monotonic() - started, 1), returncode=proc.returncode,
-                           findings=[str(artifacts / f) for f in new], instrumented=instrumented)
+                           findings=[str(artifacts / f) for f in new],
+                           instrumented=instrumented and name in NATIVE_TARGETS)
             if proc.returncode != 0 and not new:
                 figures["error"] = text[-3000:]
             if proc.returncode != 0:
