@@ -209,6 +209,14 @@ async def _https_tunnel(target: Target, options: Options, deadline: Optional[flo
         raise
 
 
+def _abandon(conn: Any) -> None:
+    """Nobody waits for ``conn``'s handshake outcome any more: retrieve it when it comes,
+    so that asyncio does not log it as never retrieved."""
+    fut = getattr(conn, "handshake", None)
+    if fut is not None:
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
 def _forget(conn: Any) -> None:
     """The connection's handshake outcome is not wanted once its TLS failed: retrieve it,
     so that asyncio does not log it as never retrieved."""
@@ -255,10 +263,20 @@ async def dial(target: Target, options: Options, deadline: Optional[float],
         tls = options.ssl or default_context()
         hostname = target.server_hostname or target.host
     what = "the TLS handshake" if tls else "the connection"
+    made: list = []
+
+    def make() -> asyncio.BaseProtocol:
+        made.append(protocol_factory())
+        return made[-1]
+
     try:
         left = _left(deadline, target, what)
         return await asyncio.wait_for(
-            loop.create_connection(protocol_factory, sock=sock, ssl=tls, server_hostname=hostname), left)
+            loop.create_connection(make, sock=sock, ssl=tls, server_hostname=hostname), left)
     except BaseException as exc:
         sock.close()
+        for conn in made:
+            # the timeout (or a cancel) came after the transport was made: closing it ends
+            # the connection's handshake with an error that nobody waits for now
+            _abandon(conn)
         raise _tls_error(exc, target, what, None if proxy is None else proxy.display) from None
