@@ -43,6 +43,11 @@ from .transport import remaining
 __all__ = ["Engine", "upgrade"]
 
 _READ_BUFFER = 256 * 1024
+# The read after a large message (one read straight into its bytes) asks only this
+# much: if another large message follows, the parser sees its header and points the
+# next read into it, so it is not first copied through the read buffer a whole
+# _READ_BUFFER at a time. Speed only. Chosen by the large scenario (docs/performance.md).
+_FIRST_READ = 4096
 # Bytes encoded but not yet written above which a sender waits (bounded by
 # write_timeout) for the queue to drain.
 _WRITE_HIGH = 256 * 1024
@@ -197,6 +202,7 @@ class Engine:
         self._rbuf = mmap.mmap(-1, _READ_BUFFER)
         self._rview = memoryview(self._rbuf)
         self._target = None             # the Protocol's read_target() after the last read
+        self._after_direct = False      # the last read ended a message read into its bytes
         self._held: List[Any] = list(initial)   # decoded messages the channel had no room for
         self._lease_end = 0.0           # the reader thread leaves the socket to a receiver until then
         self._last_data = time.monotonic()   # when data messages last arrived (read timeout)
@@ -425,8 +431,14 @@ class Engine:
         Returns the data messages (maybe none), or None when the read would block.
         """
         target = self._target
+        if target is not None:
+            buf = target
+        elif self._after_direct:
+            buf = self._rview[:_FIRST_READ]
+        else:
+            buf = self._rbuf
         try:
-            n = self._recv_into(self._rbuf if target is None else target)
+            n = self._recv_into(buf)
         except _WOULD_BLOCK:
             return None
         except OSError as exc:
@@ -447,6 +459,7 @@ class Engine:
                 target.release()   # the parser may resize the buffer it pointed into
                 msgs = proto.receive_direct(n)
             self._target = proto.read_target()
+            self._after_direct = target is not None and self._target is None
             if proto.pongs != self._pongs:
                 self._pongs = proto.pongs
                 for sent_at in proto.take_pongs():
