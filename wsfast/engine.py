@@ -211,6 +211,13 @@ class Engine:
         self._over = False              # the Protocol reached CLOSED (seen by a reader)
         self._channel_gone = False      # the user closed the receive channel
         self._consumer_poll: Optional[_Poll] = None
+        # The last read came back short or would have blocked: the socket is most likely
+        # empty, so a receiver waits for bytes before it reads instead of after a read
+        # that fails (a round trip saves a system call and an exception). A guess, never
+        # a decision: a wrong one costs one poll that returns at once. Plain sockets
+        # only: a TLS socket may hold decrypted bytes no poll sees.
+        self._drained = False
+        self._short_is_dry = not isinstance(sock, _ssl.SSLSocket)
 
         # -- set once by the reader thread
         self._ended = threading.Event()
@@ -440,6 +447,7 @@ class Engine:
         try:
             n = self._recv_into(buf)
         except _WOULD_BLOCK:
+            self._drained = self._short_is_dry
             return None
         except OSError as exc:
             with self._lock:
@@ -448,6 +456,7 @@ class Engine:
             self._over = True
             self._wake_reader()
             return []
+        self._drained = self._short_is_dry and n < len(buf)
         with self._lock:
             proto = self._proto
             if n == 0:
@@ -503,7 +512,16 @@ class Engine:
             now = time.monotonic()
             limit = None if timeout is None else now + timeout
             end = now + _LEASE if limit is None else min(limit, now + _LEASE)
+            msgs: Optional[list] = []
             while True:
+                if msgs is None or self._drained:
+                    # wait for bytes first (with no time left, poll(0): what is there
+                    # already is still read)
+                    waiter = self._consumer_poll
+                    if waiter is None:
+                        waiter = self._consumer_poll = _Poll()
+                        waiter.register(self._sock.fileno(), _IN)
+                    waiter.wait(max(0.0, end - time.monotonic()))
                 msgs = self._read_once()
                 if msgs:
                     try:
@@ -525,11 +543,6 @@ class Engine:
                     break
                 if now >= end:
                     break
-                waiter = self._consumer_poll
-                if waiter is None:
-                    waiter = self._consumer_poll = _Poll()
-                    waiter.register(self._sock.fileno(), _IN)
-                waiter.wait(end - now)
             self._lease_end = 0.0
             self._wake_reader()   # silence: the reader thread takes the waiting back
             return False
