@@ -61,7 +61,16 @@ cd "$WORK"   # not the checkout: its wsfast must not shadow the sanitized one
 assert k.COMPILED; print('asan: codec', c.__file__, file=sys.stderr)"
 
 echo "asan: tests/test_codec.py tests/test_protocol.py" >&2
-"$PY" -m pytest "$ROOT/tests/test_codec.py" "$ROOT/tests/test_protocol.py" -q -p no:cacheprovider --capture=sys \
+# make test's hypothesis profile ("ci": derandomized, 100 examples) without its 200 ms deadline:
+# the sanitized build is several times slower, and a deadline is not what is tested here
+# (tests/conftest.py loads the profile WSFAST_HYPOTHESIS_PROFILE names; this plugin, loaded
+# first with -p, registers it)
+cat > "$WORK/wsfast_asan_profile.py" <<'PYEOF'
+from hypothesis import settings
+settings.register_profile("asan", derandomize=True, database=None, max_examples=100, deadline=None)
+PYEOF
+WSFAST_HYPOTHESIS_PROFILE=asan "$PY" -m pytest "$ROOT/tests/test_codec.py" "$ROOT/tests/test_protocol.py" \
+    -q -p no:cacheprovider -p wsfast_asan_profile --capture=sys \
     --rootdir="$ROOT" -c "$ROOT/pyproject.toml" 2>&1 | tee "$LOG" || status=1
 
 if "$PY" -c "import atheris" 2>/dev/null; then
