@@ -1,5 +1,9 @@
 """The sync client against real servers on 127.0.0.1: the ``websockets`` server, and raw
-socket servers where a misbehaving peer is needed. No mocks."""
+socket servers where a misbehaving peer is needed. No mocks.
+
+The tests that connect take the ``front`` fixture (conftest.py): each runs on the sync
+client and on wsfast.asyncio behind the same calls (tests/frontends.py).
+"""
 
 from __future__ import annotations
 
@@ -44,12 +48,15 @@ def _no_reader_thread_left():
 
 
 @pytest.fixture
-def clients():
-    """Factory: ``clients(url, ...)`` connects and closes the client at teardown if still open."""
+def clients(front):
+    """Factory: ``clients(url, ...)`` connects and closes the client at teardown if still open.
+
+    Parametrised by ``front`` (conftest.py): every test that connects through it runs on
+    the sync client and on wsfast.asyncio (tests/frontends.py)."""
     made = []
 
     def connect(*args, **kwargs):
-        c = wsfast.connect(*args, **kwargs)
+        c = front.connect(*args, **kwargs)
         made.append(c)
         return c
 
@@ -373,23 +380,23 @@ def test_close_code_and_reason_reach_the_server(ws_server, clients):
     assert c2.closed and c2.close_code == 1011 and c2.error is None
 
 
-def test_context_manager_closes_on_exit(ws_server):
+def test_context_manager_closes_on_exit(front, ws_server):
     record, done = {}, threading.Event()
     srv = ws_server(recording_handler(record, done))
-    with wsfast.connect(srv.url) as c:
+    with front.connect(srv.url) as c:
         c.send("in")
         assert receive(c.channel())[0].data == "in"
     assert c.closed and c.close_code == 1000
     assert done.wait(5) and record["close_code"] == 1000
     with pytest.raises(RuntimeError):
-        with wsfast.connect(srv.url) as c2:
+        with front.connect(srv.url) as c2:
             raise RuntimeError("boom")
     assert c2.closed
 
 
-def test_context_manager_after_server_close_does_not_raise(ws_server):
+def test_context_manager_after_server_close_does_not_raise(front, ws_server):
     srv = ws_server(recording_handler({}, threading.Event(), close=(1000, "")))
-    with wsfast.connect(srv.url) as c:
+    with front.connect(srv.url) as c:
         assert drain(c.channel())[1] == (None, False)
     assert c.closed and c.close_code == 1000
 
@@ -534,11 +541,11 @@ def test_read_timeout_does_not_fire_because_the_consumer_was_slow(raw_server, cl
     assert isinstance(c.error, wsfast.Timeout)
 
 
-def test_dial_timeout_when_the_server_accepts_and_never_answers(raw_server):
+def test_dial_timeout_when_the_server_accepts_and_never_answers(front, raw_server):
     srv = raw_server(lambda s: s.stop.wait(20), handshake=False)
     t0 = time.monotonic()
     with pytest.raises(wsfast.Timeout) as info:
-        wsfast.connect(srv.url, dial_timeout="300ms")
+        front.connect(srv.url, dial_timeout="300ms")
     elapsed = time.monotonic() - t0
     assert 0.25 <= elapsed < 3.0
     assert info.value.retryable is True
@@ -547,13 +554,13 @@ def test_dial_timeout_when_the_server_accepts_and_never_answers(raw_server):
     assert srv.connected.is_set()
 
 
-def test_connection_refused_is_a_retryable_connect_error():
+def test_connection_refused_is_a_retryable_connect_error(front):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
     with pytest.raises(wsfast.ConnectError) as info:
-        wsfast.connect(f"ws://127.0.0.1:{port}/", dial_timeout="5s")
+        front.connect(f"ws://127.0.0.1:{port}/", dial_timeout="5s")
     err = info.value
     assert err.retryable is True
     assert err.kind == errors.INTERNAL
@@ -567,14 +574,14 @@ def test_connection_refused_is_a_retryable_connect_error():
     (403, "Forbidden", False),
     (503, "Service Unavailable", True),
 ])
-def test_http_error_status_is_a_handshake_error_with_status_and_body(raw_server, status, reason,
+def test_http_error_status_is_a_handshake_error_with_status_and_body(front, raw_server, status, reason,
                                                                      retryable):
     body = f"go away ({status})".encode()
     response = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     srv = raw_server(lambda s: s.stop.wait(20), response=response)
     with pytest.raises(wsfast.HandshakeError) as info:
-        wsfast.connect(srv.url, dial_timeout="5s")
+        front.connect(srv.url, dial_timeout="5s")
     err = info.value
     assert err.status == status
     assert err.retryable is retryable
@@ -583,19 +590,19 @@ def test_http_error_status_is_a_handshake_error_with_status_and_body(raw_server,
     assert ("Content-Type", "text/plain") in err.headers
 
 
-def test_wrong_sec_websocket_accept_is_a_handshake_error(raw_server):
+def test_wrong_sec_websocket_accept_is_a_handshake_error(front, raw_server):
     srv = raw_server(lambda s: s.stop.wait(20), accept="AAAAAAAAAAAAAAAAAAAAAAAAAAA=")
     with pytest.raises(wsfast.HandshakeError) as info:
-        wsfast.connect(srv.url, dial_timeout="5s")
+        front.connect(srv.url, dial_timeout="5s")
     assert "Sec-WebSocket-Accept" in str(info.value)
     assert info.value.retryable is False
 
 
 @pytest.mark.parametrize("offered", [["a"], []])
-def test_subprotocol_not_offered_is_a_handshake_error(raw_server, offered):
+def test_subprotocol_not_offered_is_a_handshake_error(front, raw_server, offered):
     srv = raw_server(lambda s: s.stop.wait(20), extra_headers="Sec-WebSocket-Protocol: c\r\n")
     with pytest.raises(wsfast.HandshakeError) as info:
-        wsfast.connect(srv.url, protocols=offered, dial_timeout="5s")
+        front.connect(srv.url, protocols=offered, dial_timeout="5s")
     assert "subprotocol" in str(info.value)
 
 
@@ -613,11 +620,11 @@ def tls():
     return server_ctx, client_ctx
 
 
-def test_tls_certificate_from_an_unknown_ca_is_rejected_by_default(ws_server, tls):
+def test_tls_certificate_from_an_unknown_ca_is_rejected_by_default(front, ws_server, tls):
     server_ctx, _ = tls
     srv = ws_server(ssl=server_ctx)
     with pytest.raises(wsfast.ConnectError) as info:
-        wsfast.connect(f"wss://localhost:{srv.port}/", dial_timeout="5s")
+        front.connect(f"wss://localhost:{srv.port}/", dial_timeout="5s")
     err = info.value
     assert err.retryable is False
     assert isinstance(err.details["cause"], ssl.SSLCertVerificationError)
@@ -973,7 +980,7 @@ def test_send_argument_validation(ws_server, clients):
     assert c.close_code == 1000 and c.error is None
 
 
-def test_connect_option_errors_happen_before_any_connection():
+def test_connect_option_errors_happen_before_any_connection(front):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(4)
@@ -981,14 +988,14 @@ def test_connect_option_errors_happen_before_any_connection():
     url = f"ws://127.0.0.1:{listener.getsockname()[1]}/"
     try:
         bad = [
-            lambda: wsfast.connect(url, {"no_such_option": 1}),
-            lambda: wsfast.connect(url, bogus=True),
-            lambda: wsfast.connect(url, {"read_timeout": "1s"}, read_timeout="2s"),
-            lambda: wsfast.connect(url, dial_timeout=-1),
-            lambda: wsfast.connect(url, channel_capacity=0),
-            lambda: wsfast.connect(url, headers={"Bad Name": "x"}),
-            lambda: wsfast.connect(url.replace("ws://", "http://")),
-            lambda: wsfast.connect(url.replace("ws://", "ftp://")),
+            lambda: front.connect(url, {"no_such_option": 1}),
+            lambda: front.connect(url, bogus=True),
+            lambda: front.connect(url, {"read_timeout": "1s"}, read_timeout="2s"),
+            lambda: front.connect(url, dial_timeout=-1),
+            lambda: front.connect(url, channel_capacity=0),
+            lambda: front.connect(url, headers={"Bad Name": "x"}),
+            lambda: front.connect(url.replace("ws://", "http://")),
+            lambda: front.connect(url.replace("ws://", "ftp://")),
         ]
         for call in bad:
             with pytest.raises(wsfast.InvalidOption) as info:
@@ -1040,7 +1047,9 @@ def test_reader_thread_exits_after_every_kind_of_ending(ws_server, raw_server, e
 
 # ---------------------------------------------------------------------- select under contention
 
-def test_select_over_two_clients_with_a_keepalive_timer(ws_server, clients):
+def test_select_over_two_clients_with_a_keepalive_timer(ws_server, clients, front):
+    if front.name != "sync":   # (wsfast.asyncio.select: tests/test_async_channels.py)
+        pytest.skip("wsfast.select over sync channels")
     srv1, srv2 = ws_server(), ws_server()
     c1, c2 = clients(srv1.url), clients(srv2.url)
     n = 3000

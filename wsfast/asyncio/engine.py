@@ -36,6 +36,9 @@ from .channels import Channel
 __all__ = ["Connection"]
 
 _READ_BUFFER = 256 * 1024
+# A message this large is waited for after it is queued, until the transport drains (the
+# sync engine's _WRITE_HIGH): the memory a sender can fill stays bounded by its messages.
+_LARGE = 256 * 1024
 # How long the body of a refusal is waited for (the error keeps its first 4 KiB), as
 # in the sync engine.
 _REFUSAL_BODY_WAIT = 1.0
@@ -258,13 +261,26 @@ class Connection(asyncio.BufferedProtocol):
             self._write_now()
 
     async def send(self, data: Any, opcode: Optional[int]) -> None:
-        """Queue one message; wait while the transport's buffer is full (write_timeout).
-        Raises ConnectionClosed, Timeout, UnicodeEncodeError (a lone surrogate).
+        """Queue one message, first waiting while the transport's buffer is full; a
+        message of ``_LARGE`` bytes or more is then waited for until the buffer drains,
+        like a blocking write (the sync client's rule). Raises ConnectionClosed,
+        Timeout (write_timeout, for the whole send), UnicodeEncodeError (a lone
+        surrogate).
+
+        A send that raises before its message is queued (a Timeout, a cancel) queued
+        nothing: retrying it cannot send the message twice. A Timeout while a large
+        message drains drops the connection (it was left half written); a cancel then
+        leaves it to go out whole.
 
         The first send of a pass of the loop is written at once (a request/reply
         exchange waits for no loop step); the ones that follow it in the same pass
         are coalesced and go out in one write at the end of the pass (or at 64 KiB)."""
+        deadline = None
+        if self._writing_paused:
+            deadline = self._deadline()
+            await self._wait_room(deadline)    # nothing of this message is queued yet
         proto = self._proto
+        start = proto.bytes_out
         proto.send_message(data, opcode)
         if not self._pass_flush:
             self._pass_flush = True
@@ -272,19 +288,34 @@ class Connection(asyncio.BufferedProtocol):
             self._write_now()
         elif proto.output_size >= 65536:
             self._write_now()
-        if self._writing_paused:
-            await self._wait_room()
+        if self._writing_paused and proto.bytes_out - start >= _LARGE:
+            self._write_now()
+            try:
+                await self._wait_room(self._deadline() if deadline is None else deadline)
+            except Timeout:
+                error = Timeout("write timeout: a message was left half written", url=self.url)
+                proto.abort(error)
+                self._abort()
+                raise error from None
 
-    async def _wait_room(self) -> None:
+    def _deadline(self) -> Optional[float]:
+        timeout = self._options.write_timeout
+        return None if timeout is None else self._loop.time() + timeout
+
+    async def _wait_room(self, deadline: Optional[float]) -> None:
+        """Wait until the transport's buffer is under its low-water mark. Raises
+        Timeout at ``deadline``, ConnectionClosed when the connection ends first."""
         while self._writing_paused and self._proto.state is not CLOSED:
             if self._room is None or self._room.done():
                 self._room = self._loop.create_future()
-            timeout = self._options.write_timeout
             try:
-                if timeout is None:
+                if deadline is None:
                     await asyncio.shield(self._room)
                 else:
-                    await asyncio.wait_for(asyncio.shield(self._room), timeout)
+                    left = deadline - self._loop.time()
+                    if left <= 0:
+                        raise asyncio.TimeoutError
+                    await asyncio.wait_for(asyncio.shield(self._room), left)
             except asyncio.TimeoutError:
                 raise Timeout("write timeout", url=self.url) from None
         if self._proto.state is CLOSED:
@@ -428,11 +459,21 @@ class Connection(asyncio.BufferedProtocol):
         if transport is None or transport.is_closing():
             return
         proto = self._proto
-        if proto.eof or proto.error is not None:
-            transport.abort() if proto.error is not None and proto.close_sent is None else transport.close()
+        if proto.eof:
+            transport.close()    # the peer ended TCP: nothing more to wait for
             return
-        # the closing handshake is complete: the server closes TCP first (RFC 6455
-        # §7.1.1); wait for it, at most close_timeout
+        if proto.error is not None and proto.close_sent is None:
+            transport.abort()    # dropped without a close frame (lost, keepalive, ...)
+            return
+        if isinstance(proto.error, Timeout):
+            transport.close()    # a silent peer (read timeout): the close frame goes out,
+            return               # and there is nothing unread that would reset it
+        # the closing handshake is complete, or this side failed the connection with a
+        # close frame on bad input (1002, 1007, 1009, ...) from a peer that may still be
+        # sending: the server closes TCP first (RFC 6455 §7.1.1); wait for it, at most
+        # close_timeout, reading and discarding what it still sends. (Closing at once
+        # with unread bytes resets the connection, and the server can lose the close
+        # frame: seen as 1006 instead of 1009.)
         if self._reading_paused:
             self._reading_paused = False
             try:
