@@ -12,7 +12,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(STAMP): $(PY) pyproject.toml setup.py wsfast/_codec.pyx wsfast/_zshim.h
+$(STAMP): $(PY) pyproject.toml setup.py wsfast/_codec.pyx wsfast/_zshim.h wsfast/asyncio/_chaniter.pyx
 	$(PY) -m pip install -q -e ".[test,bench]"
 	touch $(STAMP)
 

@@ -67,18 +67,21 @@ ITER_COMPILED = _CValues is not None
 
 
 class Source(typing.Protocol):
-    """What feeds a channel through :meth:`Channel.offer` and :meth:`Channel.set_source`.
+    """What feeds a channel through [`offer`][wsfast.asyncio.Channel.offer] and
+    [`set_source`][wsfast.asyncio.Channel.set_source].
 
     Only ``resume`` is called (an object with ``wsfast.channels.Source``'s interface fits:
     its ``fetch`` is never called, as a receiver in an event loop cannot read for itself).
     """
 
     def resume(self) -> None:
-        """Values an :meth:`Channel.offer` left out may now fit (receivers drained the
-        channel to half its capacity, or a receiver waits on an empty one), or the
-        channel was closed (the next ``offer`` raises ChannelClosed). Called
-        synchronously from the receiving task's call or from ``close()``; it may call
-        ``offer`` at once. Must not raise."""
+        """Values an ``offer`` left out may now fit, or the channel was closed.
+
+        Called when receivers drained the channel to half its capacity, or a receiver waits on
+        an empty one, or on ``close()`` (the next ``offer`` raises ChannelClosed). Called
+        synchronously from the receiving task's call or from ``close()``; it may call ``offer``
+        at once. Must not raise.
+        """
 
 
 class _Waiter:
@@ -126,11 +129,20 @@ def _unpark(w: _Waiter, q: deque) -> bool:
 
 
 class Channel:
-    """A Go channel for one asyncio event loop: FIFO, bounded by ``capacity`` (0:
-    rendezvous), closable. ``capacity`` must be an int >= 0, else InvalidOption.
+    """A Go channel for one asyncio event loop: FIFO, bounded by ``capacity``, closable.
 
     After ``close()`` buffered values are still delivered, then ``receive`` returns
-    ``(None, False)``. A channel is always truthy.
+    ``(None, False)``. ``async for v in ch:`` receives until closed and drained;
+    ``len(ch)`` is the number of values buffered now; a channel is always truthy. A value
+    moves only inside a call of the task that returns it, so a cancelled task has moved
+    nothing.
+
+    Args:
+        capacity: The bound, an int >= 0 (0: rendezvous: a blocked sender hands its value
+            over one loop step after a receiver starts waiting).
+
+    Raises:
+        InvalidOption: ``capacity`` is not an int >= 0.
     """
 
     __slots__ = ("_buf", "_cap", "_low", "_closed", "_recvq", "_sendq", "_refused",
@@ -181,7 +193,8 @@ class Channel:
         """The next value as ``(value, True)``; ``(None, False)`` once closed and drained.
 
         Waits while the channel is empty; completes without suspending when a value is
-        buffered. Cancelled while waiting, it takes nothing.
+        buffered. Cancelled while waiting, it takes nothing. Raises nothing (cancellation
+        aside).
         """
         buf = self._buf
         try:
@@ -193,9 +206,15 @@ class Channel:
         return value, True
 
     def try_receive(self) -> Optional[Tuple[Any, bool]]:
-        """``receive`` without waiting: ``(value, True)``, ``(None, False)`` when closed
-        and drained, or None when nothing is ready. At capacity 0 a blocked sender is not
-        ready for it (only a waiting receiver lets a sender hand over)."""
+        """``receive`` without waiting; raises nothing.
+
+        At capacity 0 a blocked sender is not ready for it (only a waiting receiver lets a
+        sender hand over).
+
+        Returns:
+            ``(value, True)``; ``(None, False)`` when closed and drained; None when nothing is
+                ready.
+        """
         buf = self._buf
         if buf:
             value = buf.popleft()
@@ -240,11 +259,11 @@ class Channel:
             self._resume()
 
     def __aiter__(self) -> AsyncIterator[Any]:
-        """``async for v in ch``: values until the channel is closed and drained.
+        """``async for v in ch``: values until the channel is closed and drained; raises nothing.
 
-        Each value is taken only when the loop gets it; ``break`` or a cancellation
-        leaves the rest in the channel. Compiled when the extension is built: a value
-        that is buffered is returned without a coroutine, frame or Future.
+        Each value is taken only when the loop gets it; ``break`` or a cancellation leaves the
+        rest in the channel. Compiled when the extension is built: a value that is buffered is
+        returned without a coroutine, frame or Future.
         """
         if _CValues is not None:
             return _CValues(self, self._buf)
@@ -295,19 +314,35 @@ class Channel:
     # -- send ---------------------------------------------------------------------------
 
     async def send(self, value: Any) -> bool:
-        """Send ``value``; True once it is buffered or handed to a waiting receiver.
+        """Send ``value``, waiting while the channel is full (capacity 0: until a receiver waits).
 
-        Waits while the channel is full (capacity 0: until a receiver waits). Raises
-        ChannelClosed on a closed channel, also when it is closed while this waits.
         Cancelled while waiting, it sends nothing.
+
+        Args:
+            value: Any object.
+
+        Returns:
+            True once it is buffered or handed to a waiting receiver.
+
+        Raises:
+            ChannelClosed: The channel is closed, also when it is closed while this waits.
         """
         if self.try_send(value):
             return True
         return await self._send_wait(value)
 
     def try_send(self, value: Any) -> bool:
-        """``send`` without waiting: True when sent, False when the channel is full and
-        no receiver waits. Raises ChannelClosed on a closed channel."""
+        """``send`` without waiting.
+
+        Args:
+            value: Any object.
+
+        Returns:
+            True when sent; False when the channel is full and no receiver waits.
+
+        Raises:
+            ChannelClosed: The channel is closed.
+        """
         if self._closed:
             raise ChannelClosed("send on a closed channel")
         buf = self._buf
@@ -357,8 +392,11 @@ class Channel:
             _wake(self._recvq)
 
     def close(self) -> None:
-        """Close the channel (idempotent): wakes every waiting receiver (they get the
-        buffered values, then ``(None, False)``) and sender (they raise ChannelClosed)."""
+        """Close the channel (idempotent); raises nothing.
+
+        Wakes every waiting receiver (they get the buffered values, then ``(None, False)``) and
+        sender (they raise ChannelClosed).
+        """
         if self._closed:
             return
         self._closed = True
@@ -371,9 +409,11 @@ class Channel:
     # -- sources ------------------------------------------------------------------------
 
     def set_source(self, source: Optional[Source]) -> None:
-        """Attach the :class:`Source` that feeds this channel (None detaches it); it is
-        ``resume``d when an :meth:`offer` it made was cut short and room is back. A new
-        source replaces the old one."""
+        """Attach the [`Source`][wsfast.asyncio.channels.Source] that feeds this channel (None detaches it).
+
+        It is ``resume``d when an ``offer`` it made was cut short and room is back. A new
+        source replaces the old one. Raises nothing.
+        """
         self._source = source
         self._refused = False
         self._rewatch()
@@ -381,11 +421,18 @@ class Channel:
     def offer(self, values: Sequence[Any], start: int = 0, *, overflow: bool = False) -> int:
         """Send ``values[start:]`` in order without waiting; return the index reached.
 
-        Waiting receivers get one value each, then the buffer takes what fits in its
-        capacity (``overflow=True``: everything). When some are left out the source is
-        resumed once receivers drain the channel to half its capacity (or a receiver
-        waits on it empty), or when it is closed. Synchronous: for a protocol callback
-        in the loop's thread. Raises ChannelClosed on a closed channel (nothing sent).
+        Waiting receivers get one value each, then the buffer takes what fits in its capacity.
+        When some are left out the source is resumed once receivers drain the channel to half
+        its capacity (or a receiver waits on it empty), or when it is closed. Synchronous: for
+        a protocol callback in the loop's thread.
+
+        Args:
+            values: The values to send.
+            start: The index of the first one.
+            overflow: Place everything, beyond the capacity.
+
+        Raises:
+            ChannelClosed: The channel is closed (nothing is sent then).
         """
         if self._closed:
             raise ChannelClosed("send on a closed channel")
@@ -422,11 +469,11 @@ class Channel:
     # -- cases --------------------------------------------------------------------------
 
     def case_send(self, value: Any) -> _Case:
-        """A :func:`select` case sending ``value`` on this channel."""
+        """A [`select`][wsfast.asyncio.select] case sending ``value`` on this channel; raises nothing."""
         return _Case(self, True, value)
 
     def case_receive(self) -> _Case:
-        """A :func:`select` case receiving from this channel."""
+        """A [`select`][wsfast.asyncio.select] case receiving from this channel; raises nothing."""
         return _Case(self, False, None)
 
 
@@ -476,15 +523,20 @@ def _poll(cases: Tuple[_Case, ...]) -> Optional[Selected]:
 
 
 async def select(*cases: _Case, default: bool = False) -> Selected:
-    """Wait until one case can proceed, perform it and return a ``Selected``.
+    """Wait until one case can proceed, perform it and return a [`Selected`][wsfast.asyncio.Selected].
 
-    Cases come from ``Channel.case_send(v)`` / ``Channel.case_receive()`` of
-    ``wsfast.asyncio`` channels (a single list or tuple of cases is accepted too). When
-    several are ready one is chosen at random. ``default=True``: return
-    ``Selected(None, None, False, True)`` at once if none is ready. A receive case on a
-    closed, drained channel is ready with ``ok=False``; a chosen send case on a closed
-    channel raises ChannelClosed. Without cases (and no default) raises InvalidOption.
-    Cancelled while waiting, no case has happened.
+    When several are ready one is chosen at random. A receive case on a closed, drained
+    channel is ready, with ``ok=False``. Cancelled while waiting, no case has happened.
+
+    Args:
+        *cases: From ``ch.case_send(v)`` and ``ch.case_receive()`` of ``wsfast.asyncio``
+            channels; a single list or tuple of cases is accepted too.
+        default: If no case is ready, return ``Selected(None, None, False, True)`` at once.
+
+    Raises:
+        ChannelClosed: The chosen send case's channel is closed.
+        InvalidOption: No cases and no default, or something that is not a
+            ``wsfast.asyncio`` case.
     """
     if len(cases) == 1 and isinstance(cases[0], (list, tuple)):
         cases = tuple(cases[0])
@@ -597,12 +649,18 @@ def _fire(ref: weakref.ref) -> None:
 
 
 def after(duration: Any) -> Channel:
-    """A channel (capacity 1, never closed) that receives one value, ``time.time()`` at
-    firing, after ``duration``: milliseconds, a Go duration str (``"30s"``) or a
-    ``timedelta``; 0 fires at once. Uses ``loop.call_later`` of the running loop (no task
-    or thread per timer); a timer whose channel is dropped is cancelled. Raises
-    InvalidOption for a bad duration, RuntimeError without a running event loop (except
-    for 0).
+    """A channel that receives one value, ``time.time()`` at firing, after ``duration``.
+
+    The channel (capacity 1) is never closed. Uses ``loop.call_later`` of the running loop
+    (no task or thread per timer); a timer whose channel is dropped is cancelled.
+
+    Args:
+        duration: Milliseconds (int or float), a Go duration str (``"30s"``) or a
+            ``timedelta``; 0 fires at once.
+
+    Raises:
+        InvalidOption: A bad duration (negative, infinite, unparsable, a bool).
+        RuntimeError: No running event loop (except for 0).
     """
     seconds = parse_duration(duration, "duration")
     if seconds is None:
