@@ -130,7 +130,7 @@ def one_input(data: bytes) -> None:
         where = options
         if name.startswith("+"):
             where, name = kwargs, name[1:]
-        if name.isdigit() and int(name) < len(OPTION_NAMES):
+        if name.isascii() and name.isdigit() and int(name) < len(OPTION_NAMES):
             name = OPTION_NAMES[int(name)]
         where[name] = _value(value[:1], value[1:])
     try:

@@ -228,6 +228,18 @@ def test_no_proxy_rules(no_proxy, url, bypassed):
     assert (select_proxy(parse_url(url), None, env) is None) is bypassed
 
 
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("no_proxy", ["a.test:\u00b2", "[::1]:\u00b3", "a.test:\u2462", "*.x:\u00b980"])
+def test_no_proxy_ports_that_are_digits_but_not_ascii_never_match(no_proxy):
+    # found grepping for isdigit() after the options fuzz run tripped on the same mistake in
+    # its harness: str.isdigit() is True for '²' and '③', which int() refuses, so such an
+    # entry raised ValueError out of select_proxy (and connect) instead of being skipped
+    env = {"ws_proxy": "http://proxy.test:3128", "no_proxy": no_proxy}
+    for url in ("ws://a.test/", "ws://[::1]:2/"):
+        assert proxy_bypassed(parse_url(url), no_proxy) is False
+        assert select_proxy(parse_url(url), None, env).host == "proxy.test"
+
+
 def test_lower_case_no_proxy_wins():
     env = {"all_proxy": "http://p", "no_proxy": "a.example", "NO_PROXY": "b.example"}
     assert _env_proxy("ws://a.example/", env) is None

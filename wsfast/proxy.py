@@ -207,7 +207,8 @@ def proxy_bypassed(target: Target, no_proxy: str) -> bool:
         if entry == "*":
             return True
         name, port = _entry_host(entry)
-        if port is not None and (not port.isdigit() or int(port) != target.port):
+        # isdigit() alone takes '²' or '③', which int() refuses: ASCII digits only
+        if port is not None and not (port.isascii() and port.isdigit() and int(port) == target.port):
             continue
         name = name.lstrip(".").rstrip(".").lower()
         if not name:
