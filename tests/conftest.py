@@ -351,11 +351,15 @@ def wait_no_readers(name_part: str = "", timeout: float = 2.0) -> list:
         time.sleep(0.01)
 
 
-@pytest.fixture(params=["sync", "asyncio"])
+@pytest.fixture(params=["sync", pytest.param("asyncio", marks=pytest.mark.asyncio_twin)])
 def front(request):
     """The front end a test runs on, behind the sync API (tests/frontends.py): the sync
     client, or wsfast.asyncio on a loop thread of its own. For uvloop as a third case:
-    ``@pytest.mark.parametrize("front", frontends.ALL_LOOPS, indirect=True)``."""
+    ``@pytest.mark.parametrize("front", frontends.ALL_LOOPS, indirect=True)``.
+
+    The asyncio runs carry the ``asyncio_twin`` mark: ``make test`` runs them on both codec
+    paths, ``make test-fast`` leaves them out (tests/test_async_*.py cover that front end
+    there)."""
     import frontends
 
     if request.param == "uvloop" and frontends.uvloop is None:

@@ -18,6 +18,8 @@ import contextvars
 import threading
 from typing import Any, Callable, Optional
 
+import pytest
+
 import wsfast
 import wsfast.asyncio as wsa
 
@@ -219,8 +221,8 @@ class SyncFrontEnd:
         pass
 
 
-FRONT_ENDS = ["sync", "asyncio"]                                  # the everyday pair
-ALL_LOOPS = FRONT_ENDS + (["uvloop"] if uvloop is not None else [])   # with uvloop too
+FRONT_ENDS = ["sync", pytest.param("asyncio", marks=pytest.mark.asyncio_twin)]   # the pair
+ALL_LOOPS = FRONT_ENDS + [pytest.param("uvloop", marks=pytest.mark.asyncio_twin)]  # and uvloop
 
 
 def make(kind: str) -> Any:
