@@ -166,8 +166,8 @@ def run_sync(url: str, rec: Record, until: float, sample: float, started: float)
                     if time.monotonic() >= next_sample:
                         rec.rss.append((round(time.monotonic() - started, 1), rss_kib()))
                         next_sample += sample
-                if time.monotonic() >= until:
-                    break
+                if clients.closed or time.monotonic() >= until:
+                    break   # (the run's end: its timer may fire a hair before until)
                 rec.ended(cur, client.error)
         finally:
             stopper.cancel()
@@ -195,8 +195,8 @@ def run_async(url: str, rec: Record, until: float, sample: float, started: float
                     if time.monotonic() >= next_sample:
                         rec.rss.append((round(time.monotonic() - started, 1), rss_kib()))
                         next_sample += sample
-                if time.monotonic() >= until:
-                    break
+                if clients.closed or time.monotonic() >= until:
+                    break   # (the run's end: its timer may fire a hair before until)
                 rec.ended(cur, client.error)
 
     if loop == "uvloop":
