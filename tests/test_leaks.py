@@ -26,7 +26,7 @@ sys.path.insert(0, ROOT)
 
 from benchmarks.leaks import SCENARIOS  # noqa: E402
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.hardening]   # (make test; not test-fast)
 
 FRONTS = ["sync", "asyncio"]
 CYCLES = 300
