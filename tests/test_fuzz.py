@@ -27,9 +27,8 @@ from fuzz import frames, http, options, seeds, urls  # noqa: E402
 
 MODULES = {"frames": frames, "http": http, "urls": urls, "options": options}
 
-
-
 pytestmark = pytest.mark.hardening   # (make test runs it; make test-fast does not)
+
 
 def run_fuzz(tmp_path, *args, timeout=170):
     return subprocess.run([sys.executable, "-m", "fuzz", "--out", str(tmp_path), *args],
