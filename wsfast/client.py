@@ -20,7 +20,7 @@ from .errors import ConnectionClosed, Error, HandshakeError, InvalidOption
 from .handshake import Redirects
 from .options import Options, parse_options
 from .policy import check_connect
-from .protocol import Protocol, check_close_args, check_send_args, utf8
+from .protocol import Protocol, check_close_args, check_ping_args, check_send_args
 from .proxy import select_proxy
 from .transport import Cancel, dial
 
@@ -158,12 +158,7 @@ class Client:
             ConnectionClosed: The connection ended, or ``close()`` was called.
             ConnectError: The socket failed.
         """
-        if isinstance(data, str):
-            data = utf8(data)
-        elif not isinstance(data, (bytes, bytearray, memoryview)):
-            raise InvalidOption("ping data must be bytes or str")
-        if len(data) > 125:
-            raise InvalidOption("ping data over 125 bytes")
+        data = check_ping_args(data)
         self._engine.ping(data)
         return True
 

@@ -80,6 +80,20 @@ def check_close_args(code: int, reason: str) -> bytes:
     return raw
 
 
+def check_ping_args(data: Any) -> Any:
+    """Validate what ``ping(data)`` may send; return it as bytes-like (a str as UTF-8).
+
+    Raises InvalidOption for data that is neither bytes-like nor str, or over 125 bytes.
+    """
+    if isinstance(data, str):
+        data = utf8(data)
+    elif not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidOption("ping data must be bytes or str")
+    if len(data) > 125:
+        raise InvalidOption("ping data over 125 bytes")
+    return data
+
+
 def check_send_args(data: Any, type: Optional[int]) -> tuple:
     """Validate ``send(data, type)``'s arguments (both front ends); return ``(data, opcode)``
     (opcode None: by the data's type). Raises InvalidOption."""

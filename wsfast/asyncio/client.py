@@ -19,7 +19,7 @@ from ..errors import ConnectionClosed, Error, HandshakeError, InvalidOption, Tim
 from ..handshake import Redirects
 from ..options import Options, parse_options
 from ..policy import check_connect
-from ..protocol import Protocol, check_close_args, check_send_args, utf8
+from ..protocol import Protocol, check_close_args, check_ping_args, check_send_args
 from ..proxy import select_proxy
 from .channels import Channel
 from .dial import dial
@@ -137,12 +137,7 @@ class Client:
             InvalidOption: ``data`` is not bytes or str, or is over 125 bytes.
             ConnectionClosed: The connection ended, or ``close()`` was called.
         """
-        if isinstance(data, str):
-            data = utf8(data)
-        elif not isinstance(data, (bytes, bytearray, memoryview)):
-            raise InvalidOption("ping data must be bytes or str")
-        if len(data) > 125:
-            raise InvalidOption("ping data over 125 bytes")
+        data = check_ping_args(data)
         self._conn.ping(bytes(data))
         return True
 
