@@ -116,6 +116,11 @@ def find_py312(path: Optional[str], setup: bool) -> tuple:
         return None, f"no {py} (run with --setup-py312 to create it from {base})"
     log(f"creating {DEFAULT_VENV312} from {base} for websocket-rs ...")
     try:
+        # A half-made venv or a link to one that is gone would make `venv` fail on mkdir.
+        if DEFAULT_VENV312.is_symlink() or DEFAULT_VENV312.is_file():
+            DEFAULT_VENV312.unlink()
+        elif DEFAULT_VENV312.exists():
+            shutil.rmtree(DEFAULT_VENV312)
         subprocess.run([base, "-m", "venv", str(DEFAULT_VENV312)], check=True)
         subprocess.run([str(py), "-m", "pip", "install", "-q", "websocket-rs", "orjson", "uvloop"],
                        check=True)
