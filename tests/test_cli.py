@@ -415,7 +415,10 @@ def test_read_timeout_is_an_error(echo_server):
 
 @pytest.mark.parametrize("args", [[], ["ws://x", "--dial-timeout", "ten"], ["ws://x", "-H", "novalue"],
                                   ["ws://x", "--compression", "3"], ["ws://x", "--ping-interval", "ten"],
-                                  ["ws://x", "--max-redirects", "-1"]])
+                                  ["ws://x", "--max-redirects", "-1"],
+                                  # digits of other scripts: int() takes "٣" as 3
+                                  ["ws://x", "--max-redirects", "\u0663"],
+                                  ["ws://x", "--max-redirects", "\u00b2"]])
 def test_usage_errors_exit_2(args):
     proc = run(*args)
     assert proc.returncode == 2

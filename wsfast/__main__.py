@@ -53,7 +53,7 @@ def _positive_duration(text: str) -> Any:
 
 
 def _count(text: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):   # (str.isdigit takes "٣" and "²")
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
     return int(text)
 
