@@ -34,6 +34,7 @@ DEFAULT_READ_LIMIT = 16 * 1024 * 1024
 _DEFLATE_TAIL = b"\x00\x00\xff\xff"
 _MASK_POOL_SIZE = 4096
 _DIRECT_MIN = 65536   # payloads this large are read straight into their message
+_JOIN_PARTS = 1024    # the fragments of a message kept as separate parts before they are joined
 
 _pack_h = struct.Struct("!BB").pack
 _pack_h16 = struct.Struct("!BBH").pack
@@ -204,6 +205,7 @@ class FrameParser:
         self._msg_size = 0
         self._msg_wire = 0
         self._parts: list = []
+        self._joined = 0   # the first _joined parts are joined runs of _JOIN_PARTS fragments
         self._decoder = None
 
     def take_control(self) -> list:
@@ -425,6 +427,7 @@ class FrameParser:
         self._msg_size = 0
         self._msg_wire = 0
         self._parts = []
+        self._joined = 0
         self._decoder = _utf8_decoder() if self._msg_text else None
 
     def _fragment(self, payload, fin, out: list) -> None:
@@ -440,7 +443,7 @@ class FrameParser:
         if self._msg_text:
             decoder = self._decoder
             try:
-                self._parts.append(decoder.decode(chunk, bool(fin)))
+                part = decoder.decode(chunk, bool(fin))
             except UnicodeDecodeError:
                 raise _fail("invalid UTF-8 in text message", 1007) from None
             if not fin:
@@ -448,7 +451,12 @@ class FrameParser:
                 if pending and not _utf8_prefix_ok(pending):
                     raise _fail("invalid UTF-8 in text message", 1007)
         else:
-            self._parts.append(bytes(chunk))
+            part = bytes(chunk)
+        if part:   # (an empty fragment adds nothing: a stream of them does not grow the message)
+            parts = self._parts
+            parts.append(part)
+            if len(parts) - self._joined >= _JOIN_PARTS:
+                self._join_parts()
         if fin:
             if self._msg_text:
                 out.append(Message("text", "".join(self._parts)))
@@ -459,6 +467,15 @@ class FrameParser:
             self._decoder = None
             if self._msg_deflated and (self._no_context_takeover or self._inflater.eof):
                 self._inflater = zlib.decompressobj(self._wbits)
+
+    def _join_parts(self) -> None:
+        # A message in many small fragments must cost about its payload, as in _codec.pyx
+        # (one buffer), not an object per fragment: the parts after those already joined
+        # become one (so each byte is copied once more at most).
+        parts = self._parts
+        empty = "" if self._msg_text else b""
+        parts[self._joined:] = [empty.join(parts[self._joined:])]
+        self._joined += 1
 
     def _inflate(self, data) -> bytes:
         remaining = self.read_limit - self._msg_size
