@@ -115,10 +115,12 @@ async def _run(cases: list, front_end: str) -> list:
 
 
 @pytest.fixture(params=[pytest.param("sync", marks=pytest.mark.xdist_group("autobahn-sync")),
-                        pytest.param("asyncio", marks=pytest.mark.xdist_group("autobahn-asyncio"))])
+                        pytest.param("asyncio", marks=[pytest.mark.xdist_group("autobahn-asyncio"),
+                                                       pytest.mark.asyncio_twin])])
 def front_end(request):
     """The echo client's front end. Each one's cases stay in one xdist worker, so that
-    ``make test`` runs the two long groups side by side, one per core."""
+    ``make test`` runs the two long groups side by side, one per core. The asyncio runs
+    are twins of the sync ones (``make test-fast`` runs the sync core cases only)."""
     return request.param
 
 
