@@ -132,6 +132,12 @@ class Connection(asyncio.BufferedProtocol):
                 proto.connection_lost(exc)
         self._after_input([])
         self._finish()
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            # Before Python 3.11 an SSL transport whose connection was lost after its
+            # handshake still counts as open (it warns "unclosed transport" when
+            # collected); closing it now is all it needs (nothing is left to send).
+            transport.close()
         self._lost.set()
         if self._drop_later is not None:
             self._drop_later.cancel()
