@@ -115,6 +115,9 @@ def test_a_buffered_value_completes_without_suspending(values):
         step.send(None)   # closed and drained: the end, also without suspending
 
 
+# (the pure twin's dropped awaitable is an async generator's asend(): Python 3.13 warns that it
+# was never awaited, which is the point here)
+@pytest.mark.filterwarnings("ignore:coroutine method 'asend':RuntimeWarning")
 def test_an_awaitable_never_driven_takes_nothing(run, values):
     # The value is taken when the awaitable runs, not when __anext__ makes it: a
     # wait_for with timeout 0 cancels the task before its first step. (After a
