@@ -7,6 +7,7 @@ client and on wsfast.asyncio behind the same calls (tests/frontends.py).
 
 from __future__ import annotations
 
+import array
 import hashlib
 import random
 import socket
@@ -954,6 +955,8 @@ def test_send_argument_validation(ws_server, clients):
         c.send("\ud800")
     with pytest.raises(wsfast.InvalidOption):
         c.ping(b"x" * 126)
+    with pytest.raises(wsfast.InvalidOption):   # 40 items, 160 bytes: the limit is in bytes
+        c.ping(memoryview(array.array("I", range(40))))
     with pytest.raises(wsfast.InvalidOption):
         c.ping(12)
     with pytest.raises(wsfast.InvalidOption):

@@ -158,8 +158,7 @@ class Client:
             ConnectionClosed: The connection ended, or ``close()`` was called.
             ConnectError: The socket failed.
         """
-        data = check_ping_args(data)
-        self._engine.ping(data)
+        self._engine.ping(check_ping_args(data))
         return True
 
     def close(self, code: int = CLOSE_CODES.NORMAL, reason: str = "") -> bool:

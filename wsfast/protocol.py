@@ -80,14 +80,16 @@ def check_close_args(code: int, reason: str) -> bytes:
     return raw
 
 
-def check_ping_args(data: Any) -> Any:
-    """Validate what ``ping(data)`` may send; return it as bytes-like (a str as UTF-8).
+def check_ping_args(data: Any) -> bytes:
+    """Validate what ``ping(data)`` may send; return it as bytes (a str as UTF-8).
 
     Raises InvalidOption for data that is neither bytes-like nor str, or over 125 bytes.
     """
     if isinstance(data, str):
         data = utf8(data)
-    elif not isinstance(data, (bytes, bytearray, memoryview)):
+    elif isinstance(data, (bytes, bytearray, memoryview)):
+        data = bytes(data)   # (the limit is in bytes: a memoryview's len() counts items)
+    else:
         raise InvalidOption("ping data must be bytes or str")
     if len(data) > 125:
         raise InvalidOption("ping data over 125 bytes")

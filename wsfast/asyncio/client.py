@@ -137,8 +137,7 @@ class Client:
             InvalidOption: ``data`` is not bytes or str, or is over 125 bytes.
             ConnectionClosed: The connection ended, or ``close()`` was called.
         """
-        data = check_ping_args(data)
-        self._conn.ping(bytes(data))
+        self._conn.ping(check_ping_args(data))
         return True
 
     async def close(self, code: int = CLOSE_CODES.NORMAL, reason: str = "") -> bool:
