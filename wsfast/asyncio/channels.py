@@ -381,6 +381,18 @@ class Channel:
                 return True
             again = True
 
+    def _join(self, w: _Waiter, send_side: bool) -> None:
+        """A select's waiter joins the queue of its side (select then calls
+        _receiver_parked / _sender_parked, in the order it needs)."""
+        (self._sendq if send_side else self._recvq).append(w)
+
+    def _leave(self, w: _Waiter, send_side: bool) -> None:
+        """A select's waiter leaves the queue of its side, if it is still there."""
+        try:
+            (self._sendq if send_side else self._recvq).remove(w)
+        except ValueError:
+            pass   # popped by the channel that woke it, or dropped as stale
+
     def _pass_on(self, send_side: bool) -> None:
         """A woken task did not use its wake-up: give it to the next waiter if what
         woke it (a value, room, a waiting receiver) is still there."""
@@ -566,7 +578,7 @@ async def _select_wait(cases: Tuple[_Case, ...]) -> Selected:
         for i, c in enumerate(cases):
             if not c.is_send:
                 w = _Waiter(fut, i)
-                c.channel._recvq.append(w)
+                c.channel._join(w, False)
                 waiters.append(w)
         for w in waiters:
             if fut.done():
@@ -576,7 +588,7 @@ async def _select_wait(cases: Tuple[_Case, ...]) -> Selected:
             if c.is_send:
                 ch = c.channel
                 w = _Waiter(fut, i)
-                ch._sendq.append(w)
+                ch._join(w, True)
                 ch._sender_parked()
                 waiters.append(w)
         try:
@@ -603,11 +615,7 @@ def _withdraw(cases: Tuple[_Case, ...], waiters: List[_Waiter]) -> None:
     """Remove a select's waiters from the queues they are still in."""
     for w in waiters:
         c = cases[w.case]
-        q = c.channel._sendq if c.is_send else c.channel._recvq
-        try:
-            q.remove(w)
-        except ValueError:
-            pass   # popped by the channel that woke us, or dropped as stale
+        c.channel._leave(w, c.is_send)
 
 
 # -- timers -------------------------------------------------------------------------------
@@ -665,7 +673,7 @@ def after(duration: Any) -> Channel:
     seconds = parse_duration(duration, "duration")
     if seconds is None:
         ch = Channel(1)
-        ch._buf.append(time.time())
+        ch.try_send(time.time())   # (empty, capacity 1: always taken)
         return ch
     loop = _get_running_loop()
     timer = _Timer()
