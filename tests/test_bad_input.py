@@ -51,7 +51,6 @@ Bounds, for every case:
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import struct
@@ -85,6 +84,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:   # the fuzz package lives at the top of the checkout
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.leaks import socket_fds  # noqa: E402
 from fuzz.outcomes import template  # noqa: E402
 
 pytestmark = pytest.mark.timeout(30)
@@ -585,16 +585,9 @@ LOCAL_CASES = [url(f"url-{name}", f"ws://{host}/", what) for name, host, what in
 def _sockets() -> Optional[int]:
     """Open sockets of this process (None where /proc is not there)."""
     try:
-        fds = os.listdir("/proc/self/fd")
+        return socket_fds()
     except OSError:
         return None
-    n = 0
-    for fd in fds:
-        try:
-            n += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
-        except OSError:
-            pass
-    return n
 
 
 def _threads() -> list:

@@ -24,7 +24,7 @@ from conftest import close_frame, read_until_close, reader_threads
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.leaks import SCENARIOS  # noqa: E402
+from benchmarks.leaks import SCENARIOS, socket_fds  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.hardening]   # (make test; not test-fast)
 
@@ -82,17 +82,6 @@ def test_no_descriptor_thread_or_memory_grows_over_the_cycles(figures, front, sc
 
 # ---------------------------------------------------------------------- close() and the FIN
 
-def _socket_fds() -> int:
-    n = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
-                n += 1
-        except OSError:
-            pass
-    return n
-
-
 def _close_reply_then_hold(server) -> None:
     """Answer the client's close frame, then keep TCP open until the client's FIN (5 s)."""
     code, reason, _ = read_until_close(server.conn)
@@ -114,14 +103,14 @@ def test_once_close_returns_the_socket_is_closed_even_if_the_server_holds_tcp(ra
     for another close_timeout; the asyncio front end's close() waits for the transport's
     end since b5d5877)."""
     server = raw_server(_close_reply_then_hold)
-    before = _socket_fds()   # (the server's listener)
+    before = socket_fds()   # (the server's listener)
     if front == "sync":
         import wsfast
         client = wsfast.connect(server.url, close_timeout="600ms")
         start = time.monotonic()
         client.close()
         took = time.monotonic() - start
-        left = _socket_fds()
+        left = socket_fds()
         assert reader_threads() == []
     else:
         import asyncio
@@ -129,11 +118,11 @@ def test_once_close_returns_the_socket_is_closed_even_if_the_server_holds_tcp(ra
         import wsfast.asyncio as wa
 
         async def main():
-            base = _socket_fds()   # (the loop's self-pipe is a socket pair)
+            base = socket_fds()   # (the loop's self-pipe is a socket pair)
             client = await wa.connect(server.url, close_timeout="600ms")
             start = time.monotonic()
             await client.close()
-            return base, time.monotonic() - start, _socket_fds()
+            return base, time.monotonic() - start, socket_fds()
         before, took, left = asyncio.run(main())
     # the server's end of the connection is open until it sees our FIN: one socket more at most
     assert left <= before + 1, (before, left)
