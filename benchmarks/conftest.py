@@ -16,6 +16,7 @@ except ImportError:  # the extension is not built
 
 N_TICKS = 100_000
 CHUNK = 64 * 1024
+N_MEDIUM = 20_000
 
 
 def make_ticks(n: int = N_TICKS) -> List[str]:
@@ -54,6 +55,14 @@ def ticks() -> List[str]:
 def tick_chunks(ticks) -> List[bytes]:
     """The ticks as one server stream of text frames, cut into 64 KiB reads."""
     return chunks_of(b"".join(server_frame(0x1, t.encode()) for t in ticks))
+
+
+@pytest.fixture(scope="session")
+def medium_chunks() -> List[bytes]:
+    """N_MEDIUM 4 KiB binary frames (the e2e medium scenario) cut into 128 KiB reads: a
+    read ends inside a frame every time."""
+    frames = b"".join(server_frame(0x2, i.to_bytes(8, "big") * 512) for i in range(N_MEDIUM))
+    return chunks_of(frames, 128 * 1024)
 
 
 @pytest.fixture(scope="session")

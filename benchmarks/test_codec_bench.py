@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from .conftest import N_TICKS
+from .conftest import N_MEDIUM, N_TICKS
 
 pytest.importorskip("pytest_benchmark")
 
@@ -50,6 +50,13 @@ def parse_all(codec, chunks, **kw) -> int:
 @pytest.mark.benchmark(group="parse 100k text frames (64 KiB reads)")
 def test_parse_ticks(benchmark, codec, tick_chunks):
     assert benchmark(parse_all, codec, tick_chunks) == N_TICKS
+
+
+@pytest.mark.benchmark(group="parse 20k 4 KiB binary frames (128 KiB reads)")
+def test_parse_medium(benchmark, codec, medium_chunks):
+    # Reads that end inside a frame, as on a socket: the parser must finish that frame
+    # without copying the rest of the read again.
+    assert benchmark(parse_all, codec, medium_chunks) == N_MEDIUM
 
 
 @pytest.mark.benchmark(group="inflate 100k ticks (context takeover)")

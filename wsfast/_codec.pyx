@@ -22,6 +22,9 @@ from ._codec_py import Close, Ping, Pong, is_valid_close_code
 cimport cython
 
 cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
+
+cdef extern from "Python.h":
     object PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
     object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
     int PyBUF_WRITE
@@ -620,25 +623,36 @@ cdef class FrameParser:
         try:
             p = <const uint8_t *>view.buf
             n = view.len
-            if self._direct is not None and n:
-                pos = self._direct_copy(p, n, out)
-                p += pos
-                n -= pos
-                if self.error is not None:
-                    return out
-            if n == 0:
-                return out
-            if self._buf.len:
-                _buf_append(&self._buf, p, n)
-                pos = self._parse(self._buf.data, self._buf.len, out)
-                if pos:
-                    memmove(self._buf.data, self._buf.data + pos, self._buf.len - pos)
-                    self._buf.len -= pos
-                    _buf_shrink(&self._buf)
-            else:
-                pos = self._parse(p, n, out)
-                if pos < n and not self.closed:
-                    _buf_append(&self._buf, p + pos, n - pos)
+            while n > 0:
+                if self._direct is not None:
+                    pos = self._direct_copy(p, n, out)
+                    p += pos
+                    n -= pos
+                    if self.error is not None:
+                        return out
+                elif self._buf.len:
+                    # A frame began in an earlier chunk: complete just that frame (or its
+                    # header) in _buf, then parse the rest of this chunk where it lies.
+                    # (Appending the whole chunk copied every byte once more: a read ends
+                    # inside a frame almost every time.)
+                    pos = self._pending_need()
+                    if pos > n:
+                        pos = n
+                    _buf_append(&self._buf, p, pos)
+                    p += pos
+                    n -= pos
+                    pos = self._parse(self._buf.data, self._buf.len, out)
+                    if pos:
+                        memmove(self._buf.data, self._buf.data + pos, self._buf.len - pos)
+                        self._buf.len -= pos
+                        _buf_shrink(&self._buf)
+                    if self.closed:
+                        break
+                else:
+                    pos = self._parse(p, n, out)
+                    if pos < n and not self.closed:
+                        _buf_append(&self._buf, p + pos, n - pos)
+                    break
         except ProtocolError as exc:
             self.error = exc
             self._buf.len = 0
@@ -650,6 +664,34 @@ cdef class FrameParser:
             self._msg.len = 0       # e.g. a bomb's first read_limit bytes
             _buf_shrink(&self._msg)
         return out
+
+    cdef Py_ssize_t _pending_need(self) noexcept:
+        # Bytes the frame held in _buf still lacks: the rest of its header, or of the
+        # whole frame (at least 1; a length too large for memory: PY_SSIZE_T_MAX, so
+        # the caller takes everything and _parse judges the length).
+        cdef const uint8_t *b = self._buf.data
+        cdef Py_ssize_t have = self._buf.len, hlen = 2
+        cdef uint64_t length
+        if have < 2:
+            return 2 - have
+        length = b[1] & 0x7F
+        if length == 126:
+            hlen = 4
+        elif length == 127:
+            hlen = 10
+        if have < hlen:
+            return hlen - have
+        if length == 126:
+            length = (<uint64_t>b[2] << 8) | b[3]
+        elif length == 127:
+            length = ((<uint64_t>b[2] << 56) | (<uint64_t>b[3] << 48) | (<uint64_t>b[4] << 40)
+                      | (<uint64_t>b[5] << 32) | (<uint64_t>b[6] << 24) | (<uint64_t>b[7] << 16)
+                      | (<uint64_t>b[8] << 8) | <uint64_t>b[9])
+        if length >= <uint64_t>(PY_SSIZE_T_MAX - hlen):
+            return PY_SSIZE_T_MAX
+        if <Py_ssize_t>length + hlen <= have:
+            return PY_SSIZE_T_MAX   # (not expected: _parse consumes whole frames)
+        return <Py_ssize_t>length + hlen - have
 
     def read_target(self):
         """Internal: a writable view the caller may ``recv_into`` (then ``advance(n)``),
