@@ -27,11 +27,12 @@ test: $(STAMP)
 
 # Everyday run: skips the tests marked slow (the long Autobahn groups, the 100,000-message
 # cancellation runs, ...), the asyncio runs of the sync tests (asyncio_twin; the asyncio
-# front end's own tests stay) and the short fuzz, leak and soak runs (hardening), and
-# draws a quarter of the property tests' examples.
+# front end's own tests stay), the uvloop runs of the long asyncio tests (loop_twin: their
+# default-loop runs stay) and the short fuzz, leak and soak runs (hardening), and draws a
+# quarter of the property tests' examples.
 test-fast: $(STAMP)
 	WSFAST_HYPOTHESIS_PROFILE=$${WSFAST_HYPOTHESIS_PROFILE:-fast} $(PY) -m pytest tests -q \
-	    -m "not slow and not asyncio_twin and not hardening"
+	    -m "not slow and not asyncio_twin and not loop_twin and not hardening"
 
 # The property tests (codec; protocol once tests/test_protocol.py exists) with the "deep"
 # hypothesis profile (tests/conftest.py: random seeds, 20x the examples, failures kept in

@@ -47,12 +47,25 @@ def _run_with(factory, coro):
         loop.close()
 
 
-@pytest.fixture(params=["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(
-    uvloop is None, reason="uvloop is not installed"))])
+_NO_UVLOOP = pytest.mark.skipif(uvloop is None, reason="uvloop is not installed")
+
+
+@pytest.fixture(params=["asyncio", pytest.param("uvloop", marks=_NO_UVLOOP)])
 def run(request):
     """``run(main, timeout=30)``: run ``main()`` on a fresh loop of the parametrised kind,
     failing after ``timeout`` seconds."""
-    factory = uvloop.new_event_loop if request.param == "uvloop" else None
+    return _runner(request.param)
+
+
+@pytest.fixture(params=["asyncio", pytest.param("uvloop", marks=[_NO_UVLOOP, pytest.mark.loop_twin])])
+def run_long(request):
+    """``run`` for the long tests (a second or more each): their uvloop run carries
+    loop_twin, which make test-fast leaves out (make test runs it)."""
+    return _runner(request.param)
+
+
+def _runner(kind: str):
+    factory = uvloop.new_event_loop if kind == "uvloop" else None
 
     def runner(main, timeout: float = 30.0):
         async def bounded():
@@ -558,11 +571,11 @@ TIMEOUT_CASES = [(64, N_VALUES, 0.0005), (1, 20_000, 0.0005), (0, 20_000, 0.002)
 
 
 @pytest.mark.parametrize("capacity,n,timeout", TIMEOUT_CASES)
-def test_numbered_values_through_wait_for_arrive_whole_and_in_order(run, capacity, n, timeout):
+def test_numbered_values_through_wait_for_arrive_whole_and_in_order(run_long, capacity, n, timeout):
     async def main():
         return await _numbered_through_timeouts(
             capacity, n, timeout, lambda ch: asyncio.wait_for(ch.receive(), timeout))
-    got, timeouts = run(main, timeout=60)
+    got, timeouts = run_long(main, timeout=60)
     assert len(got) == n and got == list(range(n))
     assert timeouts > 0
 
@@ -570,14 +583,14 @@ def test_numbered_values_through_wait_for_arrive_whole_and_in_order(run, capacit
 @pytest.mark.skipif(not HAS_TIMEOUT, reason="asyncio.timeout is 3.11+")
 @pytest.mark.parametrize("capacity,n,timeout", TIMEOUT_CASES)
 def test_numbered_values_through_asyncio_timeout_arrive_whole_and_in_order(
-        run, capacity, n, timeout):
+        run_long, capacity, n, timeout):
     async def receive(ch):
         async with asyncio.timeout(timeout):
             return await ch.receive()
 
     async def main():
         return await _numbered_through_timeouts(capacity, n, timeout, receive)
-    got, timeouts = run(main, timeout=60)
+    got, timeouts = run_long(main, timeout=60)
     assert len(got) == n and got == list(range(n))
     assert timeouts > 0
 
@@ -611,7 +624,7 @@ class Storm:
 
 @pytest.mark.parametrize("capacity", [0, 3])
 def test_select_receiving_through_a_storm_of_cancellations_loses_and_duplicates_nothing(
-        run, capacity):
+        run_long, capacity):
     n = 20_000
 
     async def main():
@@ -653,7 +666,7 @@ def test_select_receiving_through_a_storm_of_cancellations_loses_and_duplicates_
         await asyncio.gather(storming, *producers)
         return got[a], got[b], cancels
 
-    got_a, got_b, cancels = run(main, timeout=60)
+    got_a, got_b, cancels = run_long(main, timeout=60)
     assert got_a == [("a", i) for i in range(n)]
     assert got_b == [("b", i) for i in range(n)]
     assert cancels > 100, cancels

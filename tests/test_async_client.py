@@ -29,13 +29,29 @@ pytestmark = pytest.mark.timeout(120)
 LOOPS = ["asyncio"] + (["uvloop"] if uvloop is not None else [])
 
 
+# The long tests' uvloop runs carry loop_twin: make test-fast leaves them out, make test
+# runs them.
+LONG_LOOPS = ["asyncio"] + ([pytest.param("uvloop", marks=pytest.mark.loop_twin)]
+                            if uvloop is not None else [])
+
+
 @pytest.fixture(params=LOOPS)
 def run(request):
     """``run(coro_fn, timeout=20)``: run ``coro_fn()`` on a new loop of the kind asked for."""
+    return _runner(request.param)
+
+
+@pytest.fixture(params=LONG_LOOPS)
+def run_long(request):
+    """``run`` for the long tests (seconds each): their uvloop run is a loop_twin."""
+    return _runner(request.param)
+
+
+def _runner(kind: str):
     def go(fn, timeout: float = 20.0):
         async def bounded():
             return await asyncio.wait_for(fn(), timeout)
-        if request.param == "uvloop":
+        if kind == "uvloop":
             if hasattr(asyncio, "Runner"):
                 with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
                     return runner.run(bounded())
@@ -119,7 +135,7 @@ def test_many_messages_in_order_through_a_small_channel(run, ws_server):
 
 
 @pytest.mark.parametrize("n", [10_000, pytest.param(100_000, marks=pytest.mark.slow)])
-def test_cancelled_receives_lose_nothing(run, ws_server, n):
+def test_cancelled_receives_lose_nothing(run_long, ws_server, n):
     """100,000 numbered messages (10,000 in test-fast) read through wait_for(receive(),
     0.5 ms): every one, in order, whatever the timeouts cancelled."""
     srv = ws_server(_numbered(n, burst=50))   # (pauses: receives wait, and time out)
@@ -139,7 +155,7 @@ def test_cancelled_receives_lose_nothing(run, ws_server, n):
                 assert json.loads(msg.data)["i"] == expected
                 expected += 1
             assert timeouts, "no receive was cancelled: the test proved nothing"
-    run(main, timeout=60)
+    run_long(main, timeout=60)
 
 
 def test_pings_are_answered_while_the_consumer_sleeps(run, raw_server):
@@ -193,7 +209,7 @@ def test_a_silent_peer_is_found_by_keepalive(run, raw_server):
     assert OP_PING in seen
 
 
-def test_a_slow_consumer_keeps_a_healthy_connection(run, ws_server):
+def test_a_slow_consumer_keeps_a_healthy_connection(run_long, ws_server):
     srv = ws_server(_numbered(1500, 200), ping_interval=None)
 
     async def main():
@@ -209,7 +225,7 @@ def test_a_slow_consumer_keeps_a_healthy_connection(run, ws_server):
                     break
             assert got == list(range(1500))
             assert c.error is None
-    run(main, timeout=40)
+    run_long(main, timeout=40)
 
 
 def test_read_timeout(run, raw_server):
