@@ -23,8 +23,6 @@ cimport cython
 
 cdef extern from "Python.h":
     const Py_ssize_t PY_SSIZE_T_MAX
-
-cdef extern from "Python.h":
     object PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
     object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
     int PyBUF_WRITE
@@ -436,6 +434,23 @@ cdef class Message:
         return Message, (self.type, self.data)
 
 
+cdef inline Py_ssize_t _header_size(uint8_t b1) noexcept:
+    """Bytes of a server frame's header (unmasked), from its second byte."""
+    b1 &= 0x7F
+    return 4 if b1 == 126 else 10 if b1 == 127 else 2
+
+
+cdef inline uint64_t _payload_length(const uint8_t *b, Py_ssize_t hlen) noexcept:
+    """The payload length in a whole header of ``hlen`` bytes at ``b``."""
+    if hlen == 2:
+        return b[1] & 0x7F
+    if hlen == 4:
+        return (<uint64_t>b[2] << 8) | b[3]
+    return ((<uint64_t>b[2] << 56) | (<uint64_t>b[3] << 48) | (<uint64_t>b[4] << 40)
+            | (<uint64_t>b[5] << 32) | (<uint64_t>b[6] << 24) | (<uint64_t>b[7] << 16)
+            | (<uint64_t>b[8] << 8) | <uint64_t>b[9])
+
+
 cdef inline Message _message(str type, object data):
     cdef Message m = Message.__new__(Message)
     m.type = type
@@ -670,23 +685,14 @@ cdef class FrameParser:
         # whole frame (at least 1; a length too large for memory: PY_SSIZE_T_MAX, so
         # the caller takes everything and _parse judges the length).
         cdef const uint8_t *b = self._buf.data
-        cdef Py_ssize_t have = self._buf.len, hlen = 2
+        cdef Py_ssize_t have = self._buf.len, hlen
         cdef uint64_t length
         if have < 2:
             return 2 - have
-        length = b[1] & 0x7F
-        if length == 126:
-            hlen = 4
-        elif length == 127:
-            hlen = 10
+        hlen = _header_size(b[1])
         if have < hlen:
             return hlen - have
-        if length == 126:
-            length = (<uint64_t>b[2] << 8) | b[3]
-        elif length == 127:
-            length = ((<uint64_t>b[2] << 56) | (<uint64_t>b[3] << 48) | (<uint64_t>b[4] << 40)
-                      | (<uint64_t>b[5] << 32) | (<uint64_t>b[6] << 24) | (<uint64_t>b[7] << 16)
-                      | (<uint64_t>b[8] << 8) | <uint64_t>b[9])
+        length = _payload_length(b, hlen)
         if length >= <uint64_t>(PY_SSIZE_T_MAX - hlen):
             return PY_SSIZE_T_MAX
         if <Py_ssize_t>length + hlen <= have:
@@ -749,23 +755,12 @@ cdef class FrameParser:
             # The common frame (FIN text/binary, no RSV, unmasked, nothing open) skips the checks.
             if not ((b0 == 0x81 or b0 == 0x82) and b1 < 0x80 and not self._msg_open):
                 self._check_header(b0, b1)
-            length = b1 & 0x7F
-            hlen = 2
-            if length == 126:
-                if end - pos < 4:
-                    break
-                length = (<uint64_t>buf[pos + 2] << 8) | buf[pos + 3]
-                hlen = 4
-            elif length == 127:
-                if end - pos < 10:
-                    break
-                length = ((<uint64_t>buf[pos + 2] << 56) | (<uint64_t>buf[pos + 3] << 48)
-                          | (<uint64_t>buf[pos + 4] << 40) | (<uint64_t>buf[pos + 5] << 32)
-                          | (<uint64_t>buf[pos + 6] << 24) | (<uint64_t>buf[pos + 7] << 16)
-                          | (<uint64_t>buf[pos + 8] << 8) | <uint64_t>buf[pos + 9])
-                if length >> 63:
-                    raise _fail("frame length has the most significant bit set")
-                hlen = 10
+            hlen = _header_size(b1)
+            if end - pos < hlen:
+                break
+            length = _payload_length(buf + pos, hlen)
+            if length >> 63:
+                raise _fail("frame length has the most significant bit set")
             if opcode < 8:
                 self._check_length(opcode, b0 & 0x40, length)
             if <uint64_t>(end - pos - hlen) < length:
