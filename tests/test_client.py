@@ -423,6 +423,33 @@ def test_close_against_a_server_that_never_answers_returns_within_close_timeout(
     assert wait_no_readers(c.url) == []
 
 
+def test_leaving_with_after_the_server_closed_waits_for_the_end_of_tcp(raw_server, front):
+    # The server closes first and keeps TCP open. The client then waits, at most
+    # close_timeout, for the server's FIN (RFC 6455 §7.1.1) before dropping TCP itself.
+    # Leaving the with block (a close() that raises ConnectionClosed) must wait for that
+    # end too, so that nothing of the connection outlives it: on asyncio, a transport
+    # left open when the loop stops is collected later as an unclosed transport.
+    ended = threading.Event()
+
+    def script(srv):
+        srv.conn.sendall(close_frame(1000))
+        read_until_close(srv.conn)            # the client's answer
+        srv.conn.settimeout(10)
+        try:
+            srv.conn.recv(1)                  # b"" or a reset: the client ended TCP
+        except OSError:
+            pass
+        ended.set()
+
+    srv = raw_server(script)
+    with front.connect(srv.url, close_timeout="3s") as c:
+        assert drain(c.channel())[1] == (None, False)
+    # the client ends TCP at close_timeout; leaving the block waited for it (without
+    # that wait the end comes about 3 s later than this bound)
+    assert ended.wait(1.0)
+    assert c.closed and c.close_code == 1000
+    assert wait_no_readers(c.url) == []
+
 def test_close_while_another_thread_is_blocked_in_send_returns_within_close_timeout(
         raw_server, clients):
     def script(srv):

@@ -178,7 +178,10 @@ class Client:
         Raises:
             InvalidOption: A code or reason that may not be sent.
             ConnectionClosed: The connection already ended, or ``close()`` was already
-                called (a second ``close()`` raises, like the Lua spec's).
+                called (a second ``close()`` raises, like the Lua spec's). It is raised
+                once the end is complete, as above: after a server's close frame the
+                client still waits, at most ``close_timeout``, for its TCP FIN, and so
+                does this ``close()`` (and leaving a ``with`` block).
         """
         check_close_args(code, reason)
         self._engine.close(int(code), reason)

@@ -34,7 +34,7 @@ from typing import Any, List, Optional
 
 from .channels import Channel
 from .constants import CLOSE_CODES
-from .errors import ChannelClosed, ConnectError, Error, Timeout
+from .errors import ChannelClosed, ConnectError, ConnectionClosed, Error, Timeout
 from .keepalive import DEAD, PING, Keepalive
 from .options import Options
 from .protocol import CLOSED, CLOSING, CONNECTING, OPEN, Protocol
@@ -298,16 +298,27 @@ class Engine:
 
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake and wait (bounded) until the reader thread ended
-        the connection. Raises ConnectionClosed when it was closing or over already."""
-        with self._lock:
-            self._proto.send_close(code, reason)
-            self._user_closed = True
-            if not self._flushing:
-                try:
-                    self._write_locked()
-                except Error:
-                    pass   # the reader thread sees the broken socket and ends the connection
+        the connection. Raises ConnectionClosed when it was closing or over already,
+        after the same wait: nothing of the connection outlives any close()."""
+        try:
+            with self._lock:
+                self._proto.send_close(code, reason)
+                self._user_closed = True
+                if not self._flushing:
+                    try:
+                        self._write_locked()
+                    except Error:
+                        pass   # the reader thread sees the broken socket and ends the connection
+        except ConnectionClosed:
+            # (e.g. the server closed first and has not ended TCP yet: with/__exit__)
+            self._wait_end()
+            raise
         self._wake_reader()   # it times close_timeout, then drops the connection
+        self._wait_end()
+
+    def _wait_end(self) -> None:
+        """Wait (at most close_timeout + 0.5 s, then abort) until the connection ended
+        and the reader thread is gone."""
         end = time.monotonic() + self._options.close_timeout + 0.5
         if not self._ended.wait(self._options.close_timeout + 0.5):
             self._abort()     # a safety net: the reader thread ends it at close_timeout

@@ -153,6 +153,10 @@ class Client:
         Raises:
             InvalidOption: A code or reason that may not be sent.
             ConnectionClosed: The connection already ended, or ``close()`` was already called.
+                It is raised once the end is complete: after a server's close frame the
+                client still waits, at most ``close_timeout``, for its TCP FIN, and so does
+                this ``close()`` (and leaving an ``async with`` block), so that no transport
+                outlives it.
         """
         check_close_args(code, reason)
         await self._conn.close(int(code), reason)

@@ -334,8 +334,14 @@ class Connection(asyncio.BufferedProtocol):
 
     async def close(self, code: int, reason: str) -> None:
         """Start the closing handshake and wait (at most close_timeout) for its end.
-        Raises ConnectionClosed when the connection was closing or over already."""
-        self._proto.send_close(code, reason)
+        Raises ConnectionClosed when the connection was closing or over already, after
+        the same wait: nothing of the connection outlives any close()."""
+        try:
+            self._proto.send_close(code, reason)
+        except ConnectionClosed:
+            # (e.g. the server closed first and has not ended TCP yet: async with)
+            await self._wait_end()
+            raise
         self._user_closed = True
         self._write_now()
         if self._held:
@@ -347,6 +353,11 @@ class Connection(asyncio.BufferedProtocol):
                 pass
             self.resume()
         self._arm()
+        await self._wait_end()
+
+    async def _wait_end(self) -> None:
+        """Wait (at most close_timeout + 0.5 s for each, then abort) until the connection
+        ended and its transport is gone."""
         wait = self._options.close_timeout + 0.5
         try:
             await asyncio.wait_for(self.ended.wait(), wait)
