@@ -193,16 +193,28 @@ class AsyncFrontEnd:
     def __init__(self, kind: str) -> None:
         self.name = kind
         self.lt = LoopThread(kind)
+        self._made: list = []
 
     def connect(self, url: str, options: Any = None, /, **kwargs: Any) -> AsyncClient:
         async def connect() -> wsa.Client:
             return await wsa.connect(url, options, **kwargs)
-        return AsyncClient(self.lt, self.lt.run(connect))
+        client = AsyncClient(self.lt, self.lt.run(connect))
+        self._made.append(client)
+        return client
 
     def reconnecting(self, url: str, options: Any = None, /, **kwargs: Any) -> AsyncReconnecting:
         return AsyncReconnecting(self.lt, wsa.reconnecting(url, options, **kwargs))
 
     def close(self) -> None:
+        # Every client made is closed first (also one already closed: that close() waits
+        # for the end of TCP), so that no transport outlives the loop: one left open is
+        # collected later, in some other test, as an unclosed transport.
+        made, self._made = self._made, []
+        for client in made:
+            try:
+                client.close()
+            except wsfast.Error:
+                pass
         self.lt.stop()
 
 

@@ -52,15 +52,16 @@ def _echo_cases(port: int, errors: list) -> None:
             except wsfast.Error as exc:
                 errors.append(f"case {case}: connect failed: {exc!r}")
                 continue
-            for msg in client.channel():
-                try:
-                    client.send(msg.data)
-                except wsfast.ConnectionClosed:
-                    pass   # the case closed the connection; the channel ends next
-            # the channel closes only once the connection has ended
-        client = wsfast.connect(f"{base}/updateReports?agent={AGENT}")
-        for _ in client.channel():
-            pass
+            with client:
+                for msg in client.channel():
+                    try:
+                        client.send(msg.data)
+                    except wsfast.ConnectionClosed:
+                        pass   # the case closed the connection; the channel ends next
+                # the channel closes only once the connection has ended
+        with wsfast.connect(f"{base}/updateReports?agent={AGENT}") as client:
+            for _ in client.channel():
+                pass
     except Exception as exc:  # reported by the test, not lost in the thread
         errors.append(repr(exc))
 
@@ -83,14 +84,15 @@ async def _async_echo_cases(port: int, errors: list) -> None:
             except wsfast.Error as exc:
                 errors.append(f"case {case}: connect failed: {exc!r}")
                 continue
-            async for msg in client.channel():
-                try:
-                    await client.send(msg.data)
-                except wsfast.ConnectionClosed:
-                    pass
-        client = await connect(f"{base}/updateReports?agent={AGENT}")
-        async for _ in client.channel():
-            pass
+            async with client:   # (leaving it waits for the end of TCP: no transport
+                async for msg in client.channel():   # outlives the loop)
+                    try:
+                        await client.send(msg.data)
+                    except wsfast.ConnectionClosed:
+                        pass
+        async with await connect(f"{base}/updateReports?agent={AGENT}") as client:
+            async for _ in client.channel():
+                pass
     except Exception as exc:
         errors.append(repr(exc))
 
