@@ -50,23 +50,11 @@ def _no_reader_thread_left():
 
 @pytest.fixture
 def clients(front):
-    """Factory: ``clients(url, ...)`` connects and closes the client at teardown if still open.
+    """Factory: ``clients(url, ...)`` connects; the front end closes the client at teardown.
 
     Parametrised by ``front`` (conftest.py): every test that connects through it runs on
     the sync client and on wsfast.asyncio (tests/frontends.py)."""
-    made = []
-
-    def connect(*args, **kwargs):
-        c = front.connect(*args, **kwargs)
-        made.append(c)
-        return c
-
-    yield connect
-    for c in made:
-        try:
-            c.close()   # (also when closed: it waits for the end of TCP, DESIGN §1)
-        except wsfast.ConnectionClosed:
-            pass
+    return front.connect
 
 
 def receive(ch, timeout=10.0):
@@ -448,6 +436,7 @@ def test_leaving_with_after_the_server_closed_waits_for_the_end_of_tcp(raw_serve
     assert ended.wait(0.5)
     assert c.closed and c.close_code == 1000
     assert wait_no_readers(c.url) == []
+
 
 def test_close_while_another_thread_is_blocked_in_send_returns_within_close_timeout(
         raw_server, clients):
