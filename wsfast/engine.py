@@ -320,7 +320,7 @@ class Engine:
         """Wait (at most close_timeout + 0.5 s, then abort) until the connection ended
         and the reader thread is gone."""
         end = time.monotonic() + self._options.close_timeout + 0.5
-        if not self._ended.wait(self._options.close_timeout + 0.5):
+        if not self._ended.wait(end - time.monotonic()):
             self._abort()     # a safety net: the reader thread ends it at close_timeout
             self._ended.wait(0.5)
         # The server's FIN too (RFC 6455 §7.1.1; the reader thread waits for it until the
