@@ -302,7 +302,7 @@ def test_select_waits_for_the_first_case_to_become_ready(run):
         assert not waiting.done()
         await b.send("b1")
         assert await asyncio.wait_for(waiting, 1) == (b, "b1", True, False)
-        assert len(a._recvq) == len(b._recvq) == len(out._sendq) == 0   # withdrawn
+        assert len(a._receivers) == len(b._receivers) == len(out._senders) == 0   # withdrawn
         # a send case completes when a receiver comes
         waiting = asyncio.ensure_future(select(a.case_receive(), out.case_send("o")))
         await settle()
@@ -516,7 +516,7 @@ def test_a_select_woken_then_cancelled_before_it_runs_takes_nothing(run):
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(sel, 1)
         assert await asyncio.wait_for(plain, 1) == ("v", True)
-        assert len(a._recvq) == len(b._recvq) == 0
+        assert len(a._receivers) == len(b._receivers) == 0
         # a send case woken by room, cancelled before it runs: sends nothing
         full = Channel(1)
         full.try_send("x")
@@ -527,7 +527,7 @@ def test_a_select_woken_then_cancelled_before_it_runs_takes_nothing(run):
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(sel, 1)
         await asyncio.sleep(0.01)
-        assert full.try_receive() is None and len(full._sendq) == 0
+        assert full.try_receive() is None and len(full._senders) == 0
     run(main)
 
 

@@ -77,7 +77,8 @@ def test_no_module_uses_private_channel_members_outside_channels():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and node.attr in (
-                    "_buf", "_recvq", "_sendq", "_refused", "_source", "_lock", "_give_back"):
+                    "_buf", "_recvq", "_sendq", "_receivers", "_senders", "_refused", "_source", "_lock",
+                    "_give_back"):
                 owner = node.value
                 if isinstance(owner, ast.Attribute) and owner.attr == "channel" or \
                         getattr(owner, "id", None) in ("ch", "channel"):

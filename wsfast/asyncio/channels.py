@@ -145,7 +145,7 @@ class Channel:
         InvalidOption: ``capacity`` is not an int >= 0.
     """
 
-    __slots__ = ("_buf", "_cap", "_low", "_closed", "_recvq", "_sendq", "_refused",
+    __slots__ = ("_buf", "_cap", "_low", "_closed", "_receivers", "_senders", "_refused",
                  "_source", "_wake_at", "__weakref__")
 
     def __init__(self, capacity: int = 0) -> None:
@@ -156,8 +156,8 @@ class Channel:
         self._cap = int(capacity)
         self._low = self._cap // 2     # a refused source is resumed at this fill level
         self._closed = False
-        self._recvq: deque = deque()   # parked receivers (the buffer was empty)
-        self._sendq: deque = deque()   # parked senders (no room, no receiver)
+        self._receivers: deque = deque()   # parked receivers (the buffer was empty)
+        self._senders: deque = deque()   # parked senders (no room, no receiver)
         self._refused = False          # an offer() left values out: resume the source
         self._source: Optional[Source] = None
         # A take that leaves len(buffer) <= _wake_at calls _took(): -1 when nothing
@@ -226,7 +226,7 @@ class Channel:
         return None
 
     async def _receive_wait(self) -> Tuple[Any, bool]:
-        recvq = self._recvq
+        recvq = self._receivers
         loop = None
         again = False
         while True:
@@ -253,8 +253,8 @@ class Channel:
     def _receiver_parked(self) -> None:
         # A receiver waits now: a blocked sender may hand over (capacity 0), a refused
         # source may offer (its offer can wake the receiver at once).
-        if self._sendq:
-            _wake(self._sendq)
+        if self._senders:
+            _wake(self._senders)
         if self._refused:
             self._resume()
 
@@ -290,8 +290,8 @@ class Channel:
         # A take left len(buffer) <= _wake_at: let a parked sender into the room, resume a
         # refused source at the low-water mark.
         n = len(self._buf)
-        if self._sendq and n < self._cap:
-            _wake(self._sendq)
+        if self._senders and n < self._cap:
+            _wake(self._senders)
         if self._refused and n <= self._low and n < self._cap:
             self._resume()   # (capacity 0: only a waiting receiver is room)
         self._rewatch()
@@ -299,7 +299,7 @@ class Channel:
     def _rewatch(self) -> None:
         """Recompute _wake_at from the parked senders and the refused source."""
         at = -1
-        if self._sendq:
+        if self._senders:
             at = self._cap - 1
         if self._refused:
             low = self._low if self._low < self._cap else self._cap - 1
@@ -346,7 +346,7 @@ class Channel:
         if self._closed:
             raise ChannelClosed("send on a closed channel")
         buf = self._buf
-        recvq = self._recvq
+        recvq = self._receivers
         while recvq:
             w = recvq.popleft()
             fut = w.fut
@@ -360,7 +360,7 @@ class Channel:
         return False
 
     async def _send_wait(self, value: Any) -> bool:
-        sendq = self._sendq
+        sendq = self._senders
         loop = _get_running_loop()
         again = False
         while True:
@@ -384,12 +384,12 @@ class Channel:
     def _join(self, w: _Waiter, send_side: bool) -> None:
         """A select's waiter joins the queue of its side (select then calls
         _receiver_parked / _sender_parked, in the order it needs)."""
-        (self._sendq if send_side else self._recvq).append(w)
+        (self._senders if send_side else self._receivers).append(w)
 
     def _leave(self, w: _Waiter, send_side: bool) -> None:
         """A select's waiter leaves the queue of its side, if it is still there."""
         try:
-            (self._sendq if send_side else self._recvq).remove(w)
+            (self._senders if send_side else self._receivers).remove(w)
         except ValueError:
             pass   # popped by the channel that woke it, or dropped as stale
 
@@ -397,11 +397,11 @@ class Channel:
         """A woken task did not use its wake-up: give it to the next waiter if what
         woke it (a value, room, a waiting receiver) is still there."""
         if send_side:
-            if self._sendq and (self._closed or len(self._buf) < self._cap
-                                or _live(self._recvq)):
-                _wake(self._sendq)
-        elif self._recvq and (self._buf or self._closed):
-            _wake(self._recvq)
+            if self._senders and (self._closed or len(self._buf) < self._cap
+                                or _live(self._receivers)):
+                _wake(self._senders)
+        elif self._receivers and (self._buf or self._closed):
+            _wake(self._receivers)
 
     def close(self) -> None:
         """Close the channel (idempotent); raises nothing.
@@ -412,7 +412,7 @@ class Channel:
         if self._closed:
             return
         self._closed = True
-        for q in (self._recvq, self._sendq):
+        for q in (self._receivers, self._senders):
             while q:
                 _wake(q)
         if self._refused:
@@ -452,7 +452,7 @@ class Channel:
         i = start
         buf = self._buf
         room = self._cap - len(buf)
-        recvq = self._recvq
+        recvq = self._receivers
         while recvq and i < n:
             w = recvq.popleft()
             fut = w.fut
