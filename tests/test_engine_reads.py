@@ -1,15 +1,28 @@
 """The sync engine's reads: what each read asks of the socket, and that the stream
 survives every way of cutting it (large messages read straight into their bytes,
-small ones through the read buffer, the short read after a large message)."""
+small ones through the read buffer, the short read after a large message), and the
+wake-up mark (SO_RCVLOWAT) set while a large frame arrives."""
 
 from __future__ import annotations
 
 import random
 import select
+import socket
 import threading
 import time
 
-from conftest import OP_BINARY, OP_TEXT, read_frame, read_until_close, server_frame
+import pytest
+from conftest import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    close_frame,
+    read_frame,
+    read_until_close,
+    server_frame,
+)
 
 import wsfast
 from wsfast import engine as engine_mod
@@ -103,10 +116,11 @@ def test_a_receive_with_no_time_left_still_reads_what_the_socket_holds(raw_serve
         p.register(eng._sock.fileno(), select.POLLIN)
         assert p.poll(5000)
         eng._drained = True   # as after the short read that delivered "one"
-        eng._lease_end = time.monotonic() + 5   # the reader thread keeps out after we let go
+        with eng._lock:
+            eng._lease_end = time.monotonic() + 5   # the reader thread keeps out after we let go
     msg, ok = ch.receive(0)
     assert ok and msg.data == "two"
-    with eng._rlock:
+    with eng._lock:
         eng._lease_end = 0.0
     c.close()
 
@@ -148,3 +162,88 @@ def test_a_receiver_waits_for_a_reply_before_reading_not_after_a_failing_read(ra
     assert len(failed) <= 2, f"{len(failed)} failing reads in {rounds} round trips"
     srv.done.wait(5)
     assert srv.error is None
+
+
+MARKS = engine_mod._MARKS
+
+
+def _answer_until_close(conn):
+    """Server side: answer pings until the client's close frame."""
+    conn.settimeout(5)
+    while True:
+        _fin, op, payload, _masked = read_frame(conn)
+        if op == OP_PING:
+            conn.sendall(server_frame(OP_PONG, payload))
+        elif op == OP_CLOSE:
+            return
+
+
+@pytest.mark.skipif(not MARKS, reason="the wake-up mark is set on Linux only")
+@pytest.mark.parametrize("clock", ["read_timeout", "keepalive"])
+def test_a_large_frame_trickling_in_below_the_wake_up_mark_is_not_silence(raw_server, clock):
+    # While a large frame is read into its message the reader thread is woken only once
+    # a good part of the rest is queued (its mark: here a quarter of a 128 KiB receive
+    # buffer, 16 pieces, 0.4 s). The bytes below the mark are data all the same: a
+    # frame trickling in, a piece every 25 ms, must satisfy a 250 ms read timeout (the
+    # reader thread reads what is queued before it judges a deadline) and keepalive
+    # that would find the peer dead 300 ms after the last bytes it read (the reader
+    # thread reads right after it sends the ping).
+    payload = random.Random(3).randbytes(80 * KiB)
+    frame = server_frame(OP_BINARY, payload)
+    piece, gap = 2 * KiB, 0.025
+    sent = threading.Event()
+
+    def script(srv):
+        srv.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(0, len(frame), piece):
+            srv.conn.sendall(frame[i:i + piece])
+            time.sleep(gap)
+        srv.conn.sendall(close_frame(1000))
+        sent.set()
+        _answer_until_close(srv.conn)
+
+    srv = raw_server(script)
+    clocks = {"read_timeout": {"read_timeout": "250ms"},
+              "keepalive": {"ping_interval": "150ms", "ping_timeout": "150ms"}}
+    c = wsfast.connect(srv.url, **clocks[clock])
+    sock = c._engine._sock
+    marks = []
+    while not sent.wait(0.05):   # nobody receives: the reader thread reads the frame
+        marks.append(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT))
+    got = [m.data for m in c.channel()]
+    assert got == [payload]
+    assert (c.close_code, c.error) == (1000, None)
+    assert max(marks) > 4 * piece   # the reader thread did wait behind a mark
+    srv.done.wait(5)
+    assert srv.error is None
+
+
+@pytest.mark.skipif(not MARKS, reason="the wake-up mark is set on Linux only")
+def test_after_a_large_frame_the_mark_is_one_byte_again(raw_server):
+    # The mark is the rest of the frame being read: once that frame is whole, a ping
+    # arriving alone (7 bytes) must still wake the reader thread and be answered, while
+    # the consumer sleeps. The frame comes in two halves, so the reader thread waits
+    # for its second half behind a mark.
+    payload = random.Random(4).randbytes(300 * KiB)
+    frame = server_frame(OP_BINARY, payload)
+    pong = []
+
+    def script(srv):
+        srv.conn.sendall(frame[:len(frame) // 2])
+        time.sleep(0.2)
+        srv.conn.sendall(frame[len(frame) // 2:])
+        time.sleep(0.3)   # the client read the frame and waits again
+        srv.conn.sendall(server_frame(OP_PING, b"after"))
+        srv.conn.settimeout(5)
+        _fin, op, data, _masked = read_frame(srv.conn)
+        pong.append((op, data))
+        srv.conn.sendall(close_frame(1000))
+        _answer_until_close(srv.conn)
+
+    srv = raw_server(script)
+    c = wsfast.connect(srv.url)
+    srv.done.wait(10)
+    assert srv.error is None
+    assert pong == [(OP_PONG, b"after")]
+    assert [m.data for m in c.channel()] == [payload]
+    assert c.close_code == 1000

@@ -11,7 +11,9 @@ bytes between it and the socket, waits and wakes. In ten lines:
    consumer, so pongs, close frames and sends go out while it sleeps.
 3. Reads: whoever holds ``_rlock`` reads the socket and feeds the Protocol: the reader
    thread, or a receiver that found the channel empty (it reads in its own thread, no
-   hand-off). The reader thread keeps out of the way for ``_LEASE`` after such a read.
+   hand-off). The reader thread keeps out of the way (and off ``_rlock``) for
+   ``_LEASE`` after such a read. While a large frame arrives, the socket wakes whoever
+   waits only once the rest of the frame is there (``_set_mark``).
 4. Delivery never blocks: :meth:`Channel.offer` takes what fits; the rest waits in
    ``_held`` and the reader stops reading (TCP backpressure) until the channel
    resumes it. A receiver takes ``_held`` first, so order is kept.
@@ -28,6 +30,7 @@ import mmap
 import select
 import socket
 import ssl as _ssl
+import sys
 import threading
 import time
 from typing import Any, List, Optional
@@ -66,6 +69,9 @@ _COALESCE_GAP = 20e-6
 # (docs/performance.md).
 _LEASE = 0.002
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, _ssl.SSLWantReadError, _ssl.SSLWantWriteError)
+# SO_RCVLOWAT as a wake-up mark (Linux: poll reports a TCP socket readable, and the
+# kernel wakes its waiter, only once this many bytes are queued).
+_MARKS = sys.platform.startswith("linux") and hasattr(socket, "SO_RCVLOWAT")
 
 _IN = select.POLLIN | select.POLLPRI if hasattr(select, "poll") else 1
 _OUT = select.POLLOUT if hasattr(select, "poll") else 4
@@ -194,6 +200,11 @@ class Engine:
         self._close_deadline: Optional[float] = None   # set once by the reader thread
         self._latency: Optional[float] = None   # the last ping's round trip, seconds
         self._pongs = 0                 # proto.pongs when the answered pings were last taken
+        # The reader thread leaves the socket to a receiver until then: set by a receiver
+        # that read, looked at by the reader thread before it takes _rlock (were it under
+        # _rlock, that look would hold _rlock just when the receiver comes back for it,
+        # and the receiver would fall back to a hand-off: docs/performance.md, "large").
+        self._lease_end = 0.0
 
         # -- guarded by _rlock: held by whoever reads the socket
         self._rlock = threading.Lock()
@@ -204,7 +215,6 @@ class Engine:
         self._target = None             # the Protocol's read_target() after the last read
         self._after_direct = False      # the last read ended a message read into its bytes
         self._held: List[Any] = list(initial)   # decoded messages the channel had no room for
-        self._lease_end = 0.0           # the reader thread leaves the socket to a receiver until then
         self._last_data = time.monotonic()   # when data messages last arrived (read timeout)
         self._last_recv = self._last_data    # when bytes last arrived (keepalive)
         self._keepalive = Keepalive(options.ping_interval, options.ping_timeout)
@@ -218,6 +228,12 @@ class Engine:
         # only: a TLS socket may hold decrypted bytes no poll sees.
         self._drained = False
         self._short_is_dry = not isinstance(sock, _ssl.SSLSocket)
+        # The socket's wake-up mark (SO_RCVLOWAT), set before each wait for bytes: while
+        # a large frame is read straight into its message, the rest of that frame (no
+        # byte below it can complete anything), else 1. Only where the kernel's bytes are
+        # the frame's: a TCP socket with no TLS (nor a TLS tunnel, TunnelSocket) on it.
+        self._marks = _MARKS and isinstance(sock, socket.socket) and not isinstance(sock, _ssl.SSLSocket)
+        self._mark = 1
 
         # -- set once by the reader thread
         self._ended = threading.Event()
@@ -443,8 +459,9 @@ class Engine:
 
     # ------------------------------------------------------------------ reading
 
-    def _read_once(self) -> Optional[list]:
+    def _read_once(self, lease: bool = False) -> Optional[list]:
         """Read the socket once and feed the Protocol; the caller holds ``_rlock``.
+        ``lease``: the caller is a receiver; data read renews its lease.
 
         Returns the data messages (maybe none), or None when the read would block.
         """
@@ -492,13 +509,44 @@ class Engine:
             over = proto.state is CLOSED
             if over:
                 self._room.notify_all()
-        now = self._last_recv = time.monotonic()
-        if msgs or target is not None:   # (a large message arriving is data too)
+            now = time.monotonic()
+            data = bool(msgs) or target is not None   # (a large message arriving is data too)
+            if lease and data:
+                self._lease_end = now + _LEASE
+        self._last_recv = now
+        if data:
             self._last_data = now
         if over:
             self._over = True
             self._wake_reader()   # it ends the connection
         return msgs
+
+    def _set_mark(self) -> None:
+        """Before a wait for bytes (``_rlock`` held): while a large frame is read into its
+        message, have the socket reported readable only once the rest of that frame is
+        queued, at most a quarter of its receive buffer; else at the first byte. A body
+        then costs a wake-up or two instead of one per burst (and the sender, on this
+        machine, the work of each wake-up: docs/performance.md, "large").
+
+        The quarter keeps the mark from growing the buffer (a kernel before 2025 would
+        also clamp the window to the mark), so there is always room to reach it. The
+        mark only defers wake-ups: a read takes what is queued whatever the mark, and
+        the reader thread reads before it judges a deadline (``_serve``)."""
+        target = self._target
+        want = len(target) if target is not None and self._marks else 1
+        if want == self._mark:
+            return
+        sock = self._sock
+        try:
+            if want > self._mark:   # a new frame, or the buffer has grown since
+                want = max(1, min(want, sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 4))
+                if want == self._mark:
+                    return
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, want)
+        except OSError:   # a kernel that refuses it: wake at every byte, as before
+            self._marks = False
+            return
+        self._mark = want
 
     def fetch(self, timeout: Optional[float]) -> bool:
         """Channel source: a receiver found the channel empty; read the socket in its
@@ -516,7 +564,7 @@ class Engine:
                 self._offer_held(overflow=True)   # (restarts the read clock)
                 if self._channel_gone:
                     return False
-                self._lease_end = self._last_data + _LEASE
+                self._lease(self._last_data + _LEASE)
                 return True
             if self._over:
                 return False
@@ -532,15 +580,15 @@ class Engine:
                     if waiter is None:
                         waiter = self._consumer_poll = _Poll()
                         waiter.register(self._sock.fileno(), _IN)
+                    self._set_mark()
                     waiter.wait(max(0.0, end - time.monotonic()))
-                msgs = self._read_once()
+                msgs = self._read_once(lease=True)
                 if msgs:
                     try:
                         ch.offer(msgs, overflow=True)
                     except ChannelClosed:
                         self._channel_gone = True
                         return False
-                    self._lease_end = self._last_data + _LEASE   # (set by the read just now)
                     return True
                 if self._over:
                     return False
@@ -554,11 +602,15 @@ class Engine:
                     break
                 if now >= end:
                     break
-            self._lease_end = 0.0
+            self._lease(0.0)
             self._wake_reader()   # silence: the reader thread takes the waiting back
             return False
         finally:
             self._rlock.release()
+
+    def _lease(self, end: float) -> None:
+        with self._lock:
+            self._lease_end = end
 
     def resume(self) -> None:
         """Channel source: room is back (or the channel was closed): wake the reader."""
@@ -636,11 +688,13 @@ class Engine:
         close_deadline = None
         read_timeout = opts.read_timeout
         keepalive = self._keepalive   # (guarded by _rlock, like the times it reads)
+        read_first = False   # the last wait for bytes timed out
         while True:
             with self._lock:
                 state = proto.state
                 writing = self._flushing
                 dropping = self._user_closed
+                lease_end = self._lease_end
             if state is CLOSED:
                 return False
             now = time.monotonic()
@@ -657,7 +711,11 @@ class Engine:
                     return True
             wait = None if close_deadline is None else close_deadline - now
             want_read = False
-            if not self._rlock.acquire(False):
+            if now < lease_end:
+                # a receiver read the socket a moment ago: leave it to it. (Its reads move
+                # the deadlines below, which are judged when the lease is over.)
+                wait = lease_end - now if wait is None else min(wait, lease_end - now)
+            elif not self._rlock.acquire(False):
                 # a receiver is reading or waiting on the socket: look again after a
                 # lease, or when it wakes us giving the socket back
                 wait = _LEASE if wait is None else min(wait, _LEASE)
@@ -666,6 +724,13 @@ class Engine:
                     if self._held:
                         self._offer_held()
                     paused = bool(self._held) and not dropping
+                    if read_first and not paused:
+                        # bytes below the wake-up mark are data too: read them before
+                        # the deadlines are judged (the mark defers wake-ups, not them)
+                        read_first = False
+                        msgs = self._read_once()
+                        if msgs:
+                            self._deliver(msgs, dropping)
                     if read_timeout is not None and not paused and state is OPEN:
                         # (while paused for room the clock stands: the consumer is slow,
                         # not the server silent)
@@ -697,9 +762,6 @@ class Engine:
                             wait = at - now if wait is None else min(wait, at - now)
                     if paused:
                         pass   # the channel resumes us when it has room
-                    elif now < self._lease_end:
-                        # a receiver read the socket a moment ago: leave it to it
-                        wait = self._lease_end - now if wait is None else min(wait, self._lease_end - now)
                     else:
                         if self._held:
                             # close() was called: what came before it is still
@@ -714,18 +776,21 @@ class Engine:
                                 self._flush(True)
                             continue   # read until the socket would block
                         want_read = True
+                        self._set_mark()
                 finally:
                     self._rlock.release()
             want = (_IN if want_read else 0) | (_OUT if writing else 0)
             if want != interest:
                 poller.register(sock_fd, want)
                 interest = want
-            for fd, _ev in poller.wait(wait):
+            events = poller.wait(wait)
+            for fd, _ev in events:
                 if fd == wake_fd:
                     try:
                         self._wake_r.recv(4096)
                     except OSError:
                         pass
+            read_first = want_read and not events
             if writing:
                 self._flush(True)
 
