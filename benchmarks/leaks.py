@@ -270,6 +270,7 @@ class Scenario:
         self.options: Dict[str, Any] = {"dial_timeout": "5s", "close_timeout": "2s"}
         self.expect: Optional[type] = None       # the error connect raises, if any
         self.stream_error: Optional[type] = None  # the error that ends the stream, if any
+        self.fewest = 1   # messages the client must get before the stream's reset
         if name == "ok":
             self.url = f"ws://{host}:{ports['echo']}/"
             self.options["compression"] = wsfast.COMPRESSION.CONTEXT_TAKEOVER
@@ -294,6 +295,10 @@ class Scenario:
             self.url = f"ws://{host}:{ports['proxy_target']}/"
             self.options["proxy"] = f"http://{host}:{ports['proxy']}"
             self.stream_error = wsfast.ConnectError
+            # pproxy may drop the frames that came just before the relay's reset: its
+            # asyncio StreamReader raises a connection's error before it hands over the
+            # bytes that arrived with it (once in ~4,000 cycles of a loaded make test)
+            self.fewest = 0
         else:
             raise ValueError(f"unknown scenario {name!r}")
 
@@ -302,8 +307,8 @@ class Scenario:
             return None
         if not isinstance(error, self.stream_error):
             return f"the stream ended with {error!r}, not a {self.stream_error.__name__}"
-        if not 0 < got < 20:
-            return f"{got} messages before the reset (expected some, not all)"
+        if not self.fewest <= got < 20:
+            return f"{got} messages before the reset (expected at least {self.fewest}, not all)"
         return None
 
 
