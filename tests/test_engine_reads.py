@@ -45,6 +45,34 @@ def _recording(eng, log):
     eng._recv_into = recording
 
 
+def _reads_in_this_thread(eng, name):
+    """Wrap the engine's read ``name``: the list returned logs, for each call made in
+    the calling thread, the bytes read, or None when it would block (or timed out)."""
+    read = getattr(eng, name)
+    me = threading.current_thread()
+    log = []
+
+    def logging(buf):
+        n = None
+        try:
+            n = read(buf)
+            return n
+        finally:
+            if threading.current_thread() is me:
+                log.append(n)
+
+    setattr(eng, name, logging)
+    return log
+
+
+def _echo_then_wait_for_close(conn, rounds):
+    """Server side: send back each of ``rounds`` frames, then read until the close."""
+    for _ in range(rounds):
+        _fin, op, payload, _masked = read_frame(conn)
+        conn.sendall(server_frame(op, payload))
+    read_until_close(conn)
+
+
 def _mixed():
     rnd = random.Random(7)
     text = "é€𝄞a" * (50 * KiB)   # 3- and 4-byte UTF-8 sequences across every read cut
@@ -132,33 +160,18 @@ def test_a_receiver_waits_for_a_reply_before_reading_not_after_a_failing_read(ra
     rounds = 30
 
     def script(srv):
-        for _ in range(rounds):
-            _fin, op, payload, _masked = read_frame(srv.conn)
-            srv.conn.sendall(server_frame(op, payload))
-        read_until_close(srv.conn)
+        _echo_then_wait_for_close(srv.conn, rounds)
 
     srv = raw_server(script)
     c = wsfast.connect(srv.url)
-    eng = c._engine
-    me = threading.current_thread()
-    failed = []
-    recv_into = eng._recv_into
-
-    def counting(buf):
-        try:
-            return recv_into(buf)
-        except BlockingIOError:
-            if threading.current_thread() is me:
-                failed.append(1)
-            raise
-
-    eng._recv_into = counting
+    reads = _reads_in_this_thread(c._engine, "_recv_into")
     ch = c.channel()
     for i in range(rounds):
         c.send(f"q{i}")
         msg, ok = ch.receive(5)
         assert ok and msg.data == f"q{i}"
     c.close()
+    failed = [n for n in reads if n is None]
     assert len(failed) <= 2, f"{len(failed)} failing reads in {rounds} round trips"
     srv.done.wait(5)
     assert srv.error is None
@@ -247,3 +260,57 @@ def test_after_a_large_frame_the_mark_is_one_byte_again(raw_server):
     assert pong == [(OP_PONG, b"after")]
     assert [m.data for m in c.channel()] == [payload]
     assert c.close_code == 1000
+
+
+@pytest.mark.skipif(not engine_mod._BLOCKING_READS, reason="blocking reads are used on Linux only")
+def test_a_receivers_wait_on_plain_tcp_is_one_read_bounded_by_its_timeout(raw_server):
+    # On plain TCP the socket stays in blocking mode and a receiver waits for bytes in
+    # its read, bounded by SO_RCVTIMEO: at most a lease, or what is left of its timeout.
+    # Each timeout must still hold (never early, never much late), a reply must end the
+    # wait as soon as it comes, and in a request/response loop each wait is one read
+    # that returns the reply (no poll before it).
+    rounds = 20
+    go = threading.Event()
+
+    def script(srv):
+        go.wait(10)   # silent while the client's timeouts run (10 s: then it closes)
+        if not go.is_set():
+            srv.conn.sendall(close_frame(1000))
+            return
+        _fin, op, payload, _masked = read_frame(srv.conn)
+        time.sleep(0.2)   # a slow reply: longer than a lease
+        srv.conn.sendall(server_frame(op, payload))
+        _echo_then_wait_for_close(srv.conn, rounds)
+
+    srv = raw_server(script)
+    c = wsfast.connect(srv.url)
+    eng = c._engine
+    assert eng._blocking_reads and eng._sock.gettimeout() is None
+    waits = _reads_in_this_thread(eng, "_wait_into")
+    ch = c.channel()
+    for timeout in (0.001, 0.05, 0.3):
+        t0 = time.monotonic()
+        with pytest.raises(wsfast.Timeout):
+            ch.receive(timeout)
+        took = time.monotonic() - t0
+        assert timeout <= took < timeout + 1.0, (timeout, took)
+    assert waits and all(n is None for n in waits)   # the waits were reads, timed out
+    go.set()
+    del waits[:]
+    t0 = time.monotonic()
+    c.send("slow")
+    msg, ok = ch.receive(5)
+    assert ok and msg.data == "slow"
+    assert time.monotonic() - t0 < 1.0
+    # one lease in a read of its own, then the reader thread takes the waiting back
+    assert waits[:1] == [None], waits
+    del waits[:]
+    for i in range(rounds):
+        c.send(f"q{i}")
+        msg, ok = ch.receive(5)
+        assert ok and msg.data == f"q{i}"
+    # (a reply that beats the receiver to the socket is read without a wait)
+    assert len(waits) >= rounds // 2 and all(n for n in waits), waits
+    c.close()
+    srv.done.wait(5)
+    assert srv.error is None

@@ -21,7 +21,9 @@ bytes between it and the socket, waits and wakes. In ten lines:
    timeout, the wait for the server's FIN) and alone ends it: flush, end the channel,
    drop. While reading is paused for the consumer, the read and keepalive clocks stand.
 
-The socket is non-blocking after the handshake: every wait is a ``poll`` with a bound.
+After the handshake every call on the socket is non-blocking, and every wait has a
+bound: a ``poll``, or (a receiver's wait on plain TCP on Linux) a read bounded by
+``SO_RCVTIMEO`` (``_blocking_reads``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import mmap
 import select
 import socket
 import ssl as _ssl
+import struct
 import sys
 import threading
 import time
@@ -72,6 +75,10 @@ _WOULD_BLOCK = (BlockingIOError, InterruptedError, _ssl.SSLWantReadError, _ssl.S
 # SO_RCVLOWAT as a wake-up mark (Linux: poll reports a TCP socket readable, and the
 # kernel wakes its waiter, only once this many bytes are queued).
 _MARKS = sys.platform.startswith("linux") and hasattr(socket, "SO_RCVLOWAT")
+# A receiver's wait as one bounded read (Linux, plain TCP): see Engine._blocking_reads.
+_BLOCKING_READS = sys.platform.startswith("linux") and hasattr(socket, "MSG_DONTWAIT")
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+_TIMEVAL = struct.Struct("@ll")   # struct timeval (SO_RCVTIMEO)
 
 _IN = select.POLLIN | select.POLLPRI if hasattr(select, "poll") else 1
 _OUT = select.POLLOUT if hasattr(select, "poll") else 4
@@ -175,13 +182,30 @@ class Engine:
         self.url = proto.url
         self._sock = sock
         self._options = options
-        sock.setblocking(False)
+        # A receiver's wait for bytes is one read: on plain TCP (Linux) the socket is
+        # left in blocking mode, every other call on it passes MSG_DONTWAIT (so nothing
+        # but that read can block), and the read is bounded by SO_RCVTIMEO. A round trip
+        # then costs the same system calls as a blocking client's, one read instead of
+        # a poll and a read (docs/performance.md, "echo"). TLS keeps the poll: an
+        # SSLSocket retries a read that timed out, and its lock must never be held
+        # across a wait.
+        self._blocking_reads = _BLOCKING_READS and type(sock) is socket.socket
+        self._rcvtimeo = 0.0            # SO_RCVTIMEO now (_rlock)
         # OpenSSL does not allow one SSL object to be used by two threads at once (even
         # SSL_get_error reads state another thread's SSL_write changes). The socket is
         # non-blocking, so each call is short: TLS calls take this lock around the call,
         # never around a wait.
-        self._send = sock.send
-        self._recv_into = sock.recv_into
+        if self._blocking_reads:
+            sock.settimeout(None)
+            send, recv_into = sock.send, sock.recv_into
+            self._send = lambda data: send(data, _DONTWAIT)
+            self._recv_into = lambda buf: recv_into(buf, 0, _DONTWAIT)
+            self._wait_into = recv_into   # the one call that may block (SO_RCVTIMEO)
+        else:
+            sock.setblocking(False)
+            self._send = sock.send
+            self._recv_into = sock.recv_into
+            self._wait_into = sock.recv_into   # (unused: receivers wait in a poll)
         if isinstance(sock, _ssl.SSLSocket):
             tls = threading.Lock()
             self._send = _locked(sock.send, tls)
@@ -459,9 +483,10 @@ class Engine:
 
     # ------------------------------------------------------------------ reading
 
-    def _read_once(self, lease: bool = False) -> Optional[list]:
+    def _read_once(self, lease: bool = False, wait: bool = False) -> Optional[list]:
         """Read the socket once and feed the Protocol; the caller holds ``_rlock``.
-        ``lease``: the caller is a receiver; data read renews its lease.
+        ``lease``: the caller is a receiver; data read renews its lease. ``wait``: the
+        read may block, as long as ``SO_RCVTIMEO`` (``_blocking_reads`` only).
 
         Returns the data messages (maybe none), or None when the read would block.
         """
@@ -473,8 +498,8 @@ class Engine:
         else:
             buf = self._rbuf
         try:
-            n = self._recv_into(buf)
-        except _WOULD_BLOCK:
+            n = self._wait_into(buf) if wait else self._recv_into(buf)
+        except _WOULD_BLOCK:   # (the bounded wait timed out)
             self._drained = self._short_is_dry
             return None
         except OSError as exc:
@@ -573,16 +598,35 @@ class Engine:
             end = now + _LEASE if limit is None else min(limit, now + _LEASE)
             msgs: Optional[list] = []
             while True:
-                if msgs is None or self._drained:
+                wait = False
+                if msgs is not None and not self._drained:
+                    pass   # read at once
+                elif self._blocking_reads and self._target is None:
+                    # wait for bytes in the read itself, at most a lease (the lease only
+                    # tunes speed: overshooting its end by less than a lease is harmless)
+                    # or what is left of the receiver's timeout. With no time left, a
+                    # read that does not wait: what is there already is still read.
+                    left = _LEASE if limit is None else min(_LEASE, limit - time.monotonic())
+                    if left > 0:
+                        if left != self._rcvtimeo:
+                            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                                                  _TIMEVAL.pack(0, max(1, int(left * 1e6))))
+                            self._rcvtimeo = left
+                        if self._mark != 1:
+                            self._set_mark()   # (back to 1 after a large frame)
+                        wait = True
+                else:
                     # wait for bytes first (with no time left, poll(0): what is there
-                    # already is still read)
+                    # already is still read). While a large frame arrives, the poll
+                    # waits for the wake-up mark on plain TCP too: a bounded read there
+                    # cost large 10-20% more client CPU (docs/performance.md, "echo").
                     waiter = self._consumer_poll
                     if waiter is None:
                         waiter = self._consumer_poll = _Poll()
                         waiter.register(self._sock.fileno(), _IN)
                     self._set_mark()
                     waiter.wait(max(0.0, end - time.monotonic()))
-                msgs = self._read_once(lease=True)
+                msgs = self._read_once(lease=True, wait=wait)
                 if msgs:
                     try:
                         ch.offer(msgs, overflow=True)
