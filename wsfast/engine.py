@@ -184,11 +184,11 @@ class Engine:
         self._options = options
         # A receiver's wait for bytes is one read: on plain TCP (Linux) the socket is
         # left in blocking mode, every other call on it passes MSG_DONTWAIT (so nothing
-        # but that read can block), and the read is bounded by SO_RCVTIMEO. A round trip
-        # then costs the same system calls as a blocking client's, one read instead of
-        # a poll and a read (docs/performance.md, "echo"). TLS keeps the poll: an
-        # SSLSocket retries a read that timed out, and its lock must never be held
-        # across a wait.
+        # but that read can block), and the read is bounded by SO_RCVTIMEO. A round
+        # trip then costs the same system calls as a blocking client's, one read
+        # instead of a poll and a read (docs/performance.md, "echo, a fifth look").
+        # TLS keeps the poll: an SSLSocket retries a read that timed out, and its lock
+        # must never be held across a wait.
         self._blocking_reads = _BLOCKING_READS and type(sock) is socket.socket
         self._rcvtimeo = 0.0            # SO_RCVTIMEO now (_rlock)
         # OpenSSL does not allow one SSL object to be used by two threads at once (even
@@ -619,7 +619,8 @@ class Engine:
                     # wait for bytes first (with no time left, poll(0): what is there
                     # already is still read). While a large frame arrives, the poll
                     # waits for the wake-up mark on plain TCP too: a bounded read there
-                    # cost large 10-20% more client CPU (docs/performance.md, "echo").
+                    # cost large 10-20% more client CPU (docs/performance.md, "echo, a
+                    # fifth look").
                     waiter = self._consumer_poll
                     if waiter is None:
                         waiter = self._consumer_poll = _Poll()
