@@ -612,8 +612,7 @@ class Engine:
                             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
                                                   _TIMEVAL.pack(0, max(1, int(left * 1e6))))
                             self._rcvtimeo = left
-                        if self._mark != 1:
-                            self._set_mark()   # (back to 1 after a large frame)
+                        self._set_mark()   # (back to 1 after a large frame)
                         wait = True
                 else:
                     # wait for bytes first (with no time left, poll(0): what is there
