@@ -57,10 +57,11 @@ _FIRST_READ = 4096
 # Bytes encoded but not yet written above which a sender waits (bounded by
 # write_timeout) for the queue to drain.
 _WRITE_HIGH = 256 * 1024
-# A send that follows the previous one within this many seconds joins the queue for
-# the reader thread to write in one system call with the others, instead of making
-# its own: a burst costs a few calls, an occasional send (a request, an echo) goes out
-# at once. Speed only: every value is correct. Chosen by the send/echo scenarios of
+# A send that follows the previous one within this many seconds, with no message
+# received between them, joins the queue for the reader thread to write in one system
+# call with the others, instead of making its own: a burst costs a few calls; an
+# occasional send, and a reply to a message (a request/response loop however fast),
+# goes out at once. Speed only: every value is correct. Chosen by the send/echo scenarios of
 # `make bench-e2e` (docs/performance.md: 20 µs keeps echo's direct write and
 # batches a burst of 104-byte sends into ~250 per call).
 _COALESCE_GAP = 20e-6
@@ -219,7 +220,7 @@ class Engine:
         self._flushing = False          # the reader thread owns writing (a queue exists)
         # bytes of frames written so far (pongs for pings that came with the 101 are not)
         self._written = proto.bytes_out - proto.output_size
-        self._last_send = 0.0           # when the last send() was made
+        self._last_send = 0.0           # when the last send() was made (0: a message came since)
         self._user_closed = False       # close() was called: deliver only what fits
         self._close_deadline: Optional[float] = None   # set once by the reader thread
         self._latency: Optional[float] = None   # the last ping's round trip, seconds
@@ -536,6 +537,8 @@ class Engine:
                 self._room.notify_all()
             now = time.monotonic()
             data = bool(msgs) or target is not None   # (a large message arriving is data too)
+            if msgs:
+                self._last_send = 0.0   # the next send is a reply: it goes out at once
             if lease and data:
                 self._lease_end = now + _LEASE
         self._last_recv = now

@@ -1,7 +1,8 @@
-"""The sync engine's reads: what each read asks of the socket, and that the stream
+"""The sync engine's I/O. Reads: what each read asks of the socket, and that the stream
 survives every way of cutting it (large messages read straight into their bytes,
 small ones through the read buffer, the short read after a large message), and the
-wake-up mark (SO_RCVLOWAT) set while a large frame arrives."""
+wake-up mark (SO_RCVLOWAT) set while a large frame arrives. Writes: which thread
+writes a send (its sender, or the reader thread with the sends around it)."""
 
 from __future__ import annotations
 
@@ -45,17 +46,18 @@ def _recording(eng, log):
     eng._recv_into = recording
 
 
-def _reads_in_this_thread(eng, name):
-    """Wrap the engine's read ``name``: the list returned logs, for each call made in
-    the calling thread, the bytes read, or None when it would block (or timed out)."""
-    read = getattr(eng, name)
+def _calls_in_this_thread(eng, name):
+    """Wrap the engine's read or write ``name``: the list returned logs, for each call
+    made in the calling thread, the bytes read or written, or None when it would block
+    (or timed out)."""
+    call = getattr(eng, name)
     me = threading.current_thread()
     log = []
 
     def logging(buf):
         n = None
         try:
-            n = read(buf)
+            n = call(buf)
             return n
         finally:
             if threading.current_thread() is me:
@@ -164,7 +166,7 @@ def test_a_receiver_waits_for_a_reply_before_reading_not_after_a_failing_read(ra
 
     srv = raw_server(script)
     c = wsfast.connect(srv.url)
-    reads = _reads_in_this_thread(c._engine, "_recv_into")
+    reads = _calls_in_this_thread(c._engine, "_recv_into")
     ch = c.channel()
     for i in range(rounds):
         c.send(f"q{i}")
@@ -286,7 +288,7 @@ def test_a_receivers_wait_on_plain_tcp_is_one_read_bounded_by_its_timeout(raw_se
     c = wsfast.connect(srv.url)
     eng = c._engine
     assert eng._blocking_reads and eng._sock.gettimeout() is None
-    waits = _reads_in_this_thread(eng, "_wait_into")
+    waits = _calls_in_this_thread(eng, "_wait_into")
     ch = c.channel()
     for timeout in (0.001, 0.05, 0.3):
         t0 = time.monotonic()
@@ -311,6 +313,40 @@ def test_a_receivers_wait_on_plain_tcp_is_one_read_bounded_by_its_timeout(raw_se
         assert ok and msg.data == f"q{i}"
     # (a reply that beats the receiver to the socket is read without a wait)
     assert len(waits) >= rounds // 2 and all(n for n in waits), waits
+    c.close()
+    srv.done.wait(5)
+    assert srv.error is None
+
+
+def test_a_reply_is_written_by_its_sender_and_a_burst_by_the_reader_thread(raw_server, monkeypatch):
+    # Sends close together are a burst: the reader thread writes them together. But a
+    # send made after a message arrived is a reply, and goes out at once from its
+    # sender's thread, however soon after the previous send: a request/response loop
+    # faster than the coalescing gap must not wait for a hand-off (and the reader
+    # thread's linger) on every request. The gap is widened so that "close together"
+    # does not depend on this machine's speed.
+    monkeypatch.setattr(engine_mod, "_COALESCE_GAP", 0.5)
+    rounds = 5
+
+    def script(srv):
+        _echo_then_wait_for_close(srv.conn, rounds + 2)
+
+    srv = raw_server(script)
+    c = wsfast.connect(srv.url)
+    writes = _calls_in_this_thread(c._engine, "_send")
+    ch = c.channel()
+    for i in range(rounds):
+        c.send(f"q{i}")
+        msg, ok = ch.receive(5)
+        assert ok and msg.data == f"q{i}"
+    # every request, each within the gap of the one before, was written by its sender
+    assert len(writes) == rounds and all(writes), writes
+    c.send("burst 1")
+    c.send("burst 2")   # within the gap, nothing received between: the reader thread writes it
+    assert len(writes) == rounds + 1, writes
+    for i in (1, 2):
+        msg, ok = ch.receive(5)
+        assert ok and msg.data == f"burst {i}"
     c.close()
     srv.done.wait(5)
     assert srv.error is None
