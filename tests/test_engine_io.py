@@ -75,6 +75,14 @@ def _echo_then_wait_for_close(conn, rounds):
     read_until_close(conn)
 
 
+def _round_trips(c, ch, rounds):
+    """Client side of ``_echo_then_wait_for_close``: send each request, receive its echo."""
+    for i in range(rounds):
+        c.send(f"q{i}")
+        msg, ok = ch.receive(5)
+        assert ok and msg.data == f"q{i}"
+
+
 def _mixed():
     rnd = random.Random(7)
     text = "é€𝄞a" * (50 * KiB)   # 3- and 4-byte UTF-8 sequences across every read cut
@@ -168,10 +176,7 @@ def test_a_receiver_waits_for_a_reply_before_reading_not_after_a_failing_read(ra
     c = wsfast.connect(srv.url)
     reads = _calls_in_this_thread(c._engine, "_recv_into")
     ch = c.channel()
-    for i in range(rounds):
-        c.send(f"q{i}")
-        msg, ok = ch.receive(5)
-        assert ok and msg.data == f"q{i}"
+    _round_trips(c, ch, rounds)
     c.close()
     failed = [n for n in reads if n is None]
     assert len(failed) <= 2, f"{len(failed)} failing reads in {rounds} round trips"
@@ -307,10 +312,7 @@ def test_a_receivers_wait_on_plain_tcp_is_one_read_bounded_by_its_timeout(raw_se
     # one lease in a read of its own, then the reader thread takes the waiting back
     assert waits[:1] == [None], waits
     del waits[:]
-    for i in range(rounds):
-        c.send(f"q{i}")
-        msg, ok = ch.receive(5)
-        assert ok and msg.data == f"q{i}"
+    _round_trips(c, ch, rounds)
     # (a reply that beats the receiver to the socket is read without a wait)
     assert len(waits) >= rounds // 2 and all(n for n in waits), waits
     c.close()
@@ -335,10 +337,7 @@ def test_a_reply_is_written_by_its_sender_and_a_burst_by_the_reader_thread(raw_s
     c = wsfast.connect(srv.url)
     writes = _calls_in_this_thread(c._engine, "_send")
     ch = c.channel()
-    for i in range(rounds):
-        c.send(f"q{i}")
-        msg, ok = ch.receive(5)
-        assert ok and msg.data == f"q{i}"
+    _round_trips(c, ch, rounds)
     # every request, each within the gap of the one before, was written by its sender
     assert len(writes) == rounds and all(writes), writes
     c.send("burst 1")
