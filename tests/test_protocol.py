@@ -254,11 +254,13 @@ def test_data_pings_and_pongs_leave_in_one_order():
 
 def test_output_size_counts_what_data_to_send_will_return():
     p = opened()
-    p.send_message("abc")
+    first = p.send_message("abc")
+    assert first == 2 + 4 + 3 == p.output_size   # send_message returns its frame's size
     p.send_ping(b"")
     size = p.output_size
     data = p.data_to_send()
     assert size == len(data) > 0 and p.output_size == 0
+    assert p.send_message(b"x" * 70000) == 2 + 8 + 4 + 70000 == len(p.data_to_send())
 
 
 def test_a_pong_acknowledges_its_ping_and_those_before_it_with_their_tokens():

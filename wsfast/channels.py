@@ -239,15 +239,21 @@ class Channel:
             InvalidOption: A negative or non-number ``timeout``.
         """
         # Fast path without the lock: deque.popleft is atomic. Every locked path that
-        # takes from the buffer tolerates an IndexError from this race.
-        try:
-            value = self._buf.popleft()
-        except IndexError:
-            return self._receive_slow(timeout)
-        if self._sendq or self._refused:
-            with self._lock:
-                self._refill()
-        return value, True
+        # takes from the buffer tolerates an IndexError from this race. (An empty buffer
+        # is looked at first: a raised IndexError costs ~0.3 µs, on every receive of a
+        # consumer that keeps up.)
+        buf = self._buf
+        if buf:
+            try:
+                value = buf.popleft()
+            except IndexError:
+                pass
+            else:
+                if self._sendq or self._refused:
+                    with self._lock:
+                        self._refill()
+                return value, True
+        return self._receive_slow(timeout)
 
     def _receive_slow(self, timeout: Optional[float], batch: bool = False) -> Tuple[Any, bool]:
         if timeout is not None:
@@ -567,7 +573,9 @@ class Channel:
             ChannelClosed: The channel is closed (nothing is sent then).
         """
         n = len(values)
-        with self._lock:
+        lock = self._lock
+        lock.acquire()   # (not `with`: ~0.1 µs less per offer, one per socket read)
+        try:
             if self._closed:
                 raise ChannelClosed("send on a closed channel")
             i = self._hand_off_locked(values, start) if self._recvq else start
@@ -581,6 +589,8 @@ class Channel:
                 if i < n:
                     self._refused = True
             return i
+        finally:
+            lock.release()
 
 
 class _Case:

@@ -309,14 +309,14 @@ class Engine:
     def send(self, data: Any, opcode: Optional[int]) -> None:
         """Queue or write one message. Raises ConnectionClosed, Timeout (write_timeout),
         ConnectError, UnicodeEncodeError (a lone surrogate)."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()   # (not `with`: ~0.1 µs less per send, on every message)
+        try:
             proto = self._proto
             deadline = None
             if proto.bytes_out - self._written >= _WRITE_HIGH:
                 deadline = self._wait_room(None, None)   # nothing of ours is queued yet
-            start = proto.bytes_out
-            proto.send_message(data, opcode)
-            end = proto.bytes_out
+            size = proto.send_message(data, opcode)
             if not self._flushing:   # (else the reader thread writes it, with the rest)
                 now = time.monotonic()
                 if now - self._last_send < _COALESCE_GAP:
@@ -326,9 +326,11 @@ class Engine:
                 else:
                     self._write_locked()
                 self._last_send = now
-            if end - start >= _WRITE_HIGH and self._written < end:
+            if size >= _WRITE_HIGH and self._written < proto.bytes_out:
                 # a message over the bound is waited for like a blocking write
-                self._wait_room(end, deadline)
+                self._wait_room(proto.bytes_out, deadline)
+        finally:
+            lock.release()
 
     def ping(self, data: bytes) -> None:
         """Send a ping. Raises ConnectionClosed, ConnectError."""
@@ -511,7 +513,9 @@ class Engine:
             self._wake_reader()
             return []
         self._drained = self._short_is_dry and n < len(buf)
-        with self._lock:
+        lock = self._lock
+        lock.acquire()   # (not `with`: ~0.1 µs less per read)
+        try:
             proto = self._proto
             if n == 0:
                 proto.receive_eof()
@@ -541,6 +545,8 @@ class Engine:
                 self._last_send = 0.0   # the next send is a reply: it goes out at once
             if lease and data:
                 self._lease_end = now + _LEASE
+        finally:
+            lock.release()
         self._last_recv = now
         if data:
             self._last_data = now
@@ -615,7 +621,8 @@ class Engine:
                             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
                                                   _TIMEVAL.pack(0, max(1, int(left * 1e6))))
                             self._rcvtimeo = left
-                        self._set_mark()   # (back to 1 after a large frame)
+                        if self._mark != 1:
+                            self._set_mark()   # (back to 1 after a large frame)
                         wait = True
                 else:
                     # wait for bytes first (with no time left, poll(0): what is there

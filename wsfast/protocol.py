@@ -404,8 +404,9 @@ class Protocol:
             return ConnectionClosed("the connection is not open yet")
         return ConnectionClosed("the connection is closing")
 
-    def send_message(self, data, opcode: Optional[int] = None) -> None:
-        """Queue one data message (``str`` TEXT, bytes-like BINARY unless ``opcode``).
+    def send_message(self, data, opcode: Optional[int] = None) -> int:
+        """Queue one data message (``str`` TEXT, bytes-like BINARY unless ``opcode``);
+        return the size of its frame.
 
         Raises ConnectionClosed unless OPEN; UnicodeEncodeError for a lone surrogate.
         """
@@ -417,6 +418,7 @@ class Protocol:
         self.output_size += n
         self.bytes_out += n
         self.messages_out += 1
+        return n
 
     def send_ping(self, data: bytes = b"", token: Any = None) -> None:
         """Queue a ping; ``token`` comes back from :meth:`take_pongs` once it is answered.
