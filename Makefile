@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.wsfast-installed
 DOCS_STAMP := $(VENV)/.wsfast-docs-tools
 LINT_STAMP := $(VENV)/.wsfast-lint-tools
 
-.PHONY: test test-fast test-deep test-asan fuzz soak leaks demo bench bench-e2e lint docs lint-workflows clean
+.PHONY: test test-fast test-deep test-asan fuzz soak leaks demo bench bench-e2e bench-roundtrip lint docs lint-workflows clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,12 @@ bench: $(STAMP)
 bench-e2e: $(STAMP)
 	$(PY) -m pip install -q picows aiohttp websocket-client uvloop orjson matplotlib
 	$(PY) -m benchmarks.e2e --setup-py312 $(ARGS)
+
+# A client's own CPU per request/response round trip, the peer in its process
+# (websocket-rs too once `make bench-e2e` has built build/bench-venv312).
+bench-roundtrip: $(STAMP)
+	$(PY) -m pip install -q websocket-client
+	$(PY) -m benchmarks.roundtrip $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check wsfast tests benchmarks examples

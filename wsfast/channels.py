@@ -299,18 +299,19 @@ class Channel:
         """
         lock = self._lock
         while True:
-            with lock:
-                if self._buf:
-                    # Take the buffer whole (one lock round), then pop it value by value:
-                    # a lock-free receive() in another thread may still hold the old
-                    # deque and pop from it, and each popleft is atomic, so a value goes
-                    # to exactly one of us (copying it into a list could hand a value to
-                    # both: seen on Python 3.9 and, without the swap, on 3.11).
-                    old, self._buf = self._buf, deque()
-                    if self._sendq or self._refused:
-                        self._refill()
-                else:
-                    old = None
+            old = None
+            if self._buf:   # (a look without the lock: a loop that keeps up finds it empty)
+                with lock:
+                    if self._buf:
+                        # Take the buffer whole (one lock round), then pop it value by
+                        # value: a lock-free receive() in another thread may still hold
+                        # the old deque and pop from it, and each popleft is atomic, so a
+                        # value goes to exactly one of us (copying it into a list could
+                        # hand a value to both: seen on Python 3.9 and, without the swap,
+                        # on 3.11).
+                        old, self._buf = self._buf, deque()
+                        if self._sendq or self._refused:
+                            self._refill()
             if old is not None:
                 pop = old.popleft
                 try:
