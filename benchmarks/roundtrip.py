@@ -26,8 +26,6 @@ fixed): see docs/performance.md, "echo, a sixth look".
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import json
 import os
 import shutil
@@ -39,10 +37,13 @@ import threading
 import time
 from pathlib import Path
 
+from .e2e.client import Ctx, Raw
+from .e2e.payloads import SCENARIOS
+from .e2e.server import handshake
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV312 = ROOT / "build" / "bench-venv312" / "bin" / "python"
 CLIENTS = ("raw", "wsfast", "wsfast-receive", "websocket-client", "websocket-rs")
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def _listen():
@@ -53,17 +54,10 @@ def _listen():
 
 
 def _accept_upgrade(ls, out: list) -> None:
-    """Peer side of the handshake: answer the upgrade request with a 101."""
+    """Peer side of the handshake: the e2e server's answer to the upgrade request."""
     conn, _ = ls.accept()
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    req = b""
-    while b"\r\n\r\n" not in req:
-        req += conn.recv(4096)
-    key = next(line.split(b":", 1)[1].strip() for line in req.split(b"\r\n")
-               if line.lower().startswith(b"sec-websocket-key:"))
-    accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
-    conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                 b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+    handshake(conn, SCENARIOS["echo"], None)
     out.append(conn)
 
 
@@ -71,13 +65,8 @@ def _connect(client: str, port: int):
     """The client's connection: (receive one message, send one, close), as callables;
     for ``raw``, the socket's ``recv_into`` (with its buffer) and ``send``."""
     url = f"ws://127.0.0.1:{port}/"
-    if client == "raw":
-        sock = socket.create_connection(("127.0.0.1", port))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                     b"Sec-WebSocket-Version: 13\r\n\r\n")
-        sock.recv(4096)   # the 101
+    if client == "raw":   # the e2e suite's raw-socket pseudo-client opens it
+        sock, _headers, _rest = Raw()._open(Ctx(SCENARIOS["echo"], 1, url, "0"))
         return sock.recv_into, sock.send, sock.close
     if client in ("wsfast", "wsfast-receive"):
         import wsfast
